@@ -1,0 +1,41 @@
+// The blob store interface: flat keys to immutable byte objects. Implemented by the S3 store
+// (blobs/s3.ts) and the local-directory store (blobs/local.ts); both pass test/blobs/contract.ts.
+//
+// Keys are '/'-separated ASCII (e.g. `blocks/<sha256>`, `maps/<sha256>`, `s3dedup.json`).
+// Objects are small (a block is at most the chunker's max size, a map a few MB), so every write
+// is a single PUT of a Buffer; nothing here needs multipart.
+//
+// Errors: a missing key is BlobNotFoundError, a failed conditional create is BlobExistsError,
+// anything else is BlobStoreError. Backend-specific errors never leak above this interface.
+
+export interface BlobInfo {
+  key: string;
+  /** bytes */
+  size: number;
+  lastModified: Date;
+}
+
+export interface PutOptions {
+  /** Only create: fail with BlobExistsError when the key already exists. */
+  ifNoneMatch?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface BlobStore {
+  /** Human-readable location, for logs: `s3://bucket` or `file:///data/blobs`. */
+  readonly describe: string;
+  /** Writes the whole object atomically (readers never see a partial object). */
+  put(key: string, data: Buffer, options?: PutOptions): Promise<void>;
+  /** Reads the whole object. Throws BlobNotFoundError when absent. */
+  get(key: string, signal?: AbortSignal): Promise<Buffer>;
+  /** Size and time of the object, or null when absent. */
+  head(key: string, signal?: AbortSignal): Promise<BlobInfo | null>;
+  /** Deletes the object; deleting an absent key is not an error. */
+  delete(key: string): Promise<void>;
+  /** Every object whose key starts with prefix, in pages, in key order. */
+  list(prefix: string): AsyncIterable<BlobInfo>;
+  /** Cheap liveness check (bucket reachable / directory writable). */
+  ping(signal?: AbortSignal): Promise<void>;
+  /** Releases sockets and handles. */
+  close(): Promise<void>;
+}

@@ -1,0 +1,27 @@
+// Runs the schema migrations of migrations/ at start. The list is static so the compiled build
+// and tsx see the same set without scanning a directory.
+import { Migrator, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+import * as m0001 from '../../migrations/0001_initial.js';
+import { moduleLogger } from '../log.js';
+
+const MIGRATIONS: Record<string, Migration> = {
+  '0001_initial': m0001,
+};
+
+class StaticProvider implements MigrationProvider {
+  async getMigrations(): Promise<Record<string, Migration>> {
+    return MIGRATIONS;
+  }
+}
+
+/** Brings the database schema up to date; throws with the failing migration's name. */
+export async function migrateToLatest(db: Kysely<any>): Promise<void> {
+  const log = moduleLogger('meta.migrate');
+  const migrator = new Migrator({ db, provider: new StaticProvider() });
+  const { error, results } = await migrator.migrateToLatest();
+  for (const r of results ?? []) {
+    if (r.status === 'Success') log.info({ migration: r.migrationName }, 'applied migration');
+    if (r.status === 'Error') log.error({ migration: r.migrationName }, 'migration failed');
+  }
+  if (error) throw new Error(`database migration failed: ${String((error as Error).message ?? error)}`, { cause: error });
+}

@@ -1,0 +1,40 @@
+// Row types of the metadata database (see migrations/0001_initial.ts for the why of each column).
+export interface FilesTable {
+  path: string;
+  version: number;
+  content_hash: string;
+  logical_size: number;
+  updated_at: number;
+}
+
+export interface ContentsTable {
+  hash: string;
+  logical_size: number;
+  stored_size: number;
+  crc32: number;
+  block_count: number;
+  ref_count: number;
+  updated_at: number;
+}
+
+export interface ContentBlocksTable {
+  content_hash: string;
+  idx: number;
+  block_hash: string;
+}
+
+export interface BlocksTable {
+  hash: string;
+  size: number;
+  stored_size: number;
+  crc32: number;
+  ref_count: number;
+  updated_at: number;
+}
+
+export interface Database {
+  files: FilesTable;
+  contents: ContentsTable;
+  content_blocks: ContentBlocksTable;
+  blocks: BlocksTable;
+}

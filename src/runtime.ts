@@ -1,0 +1,81 @@
+// Builds the service graph from a Config: metadata store, blob store, locks, file store.
+// Shared by the server and the maintenance commands.
+import { join } from 'node:path';
+import type { BlobStore } from './blobs/blob-store.js';
+import { LocalBlobStore } from './blobs/local.js';
+import { S3BlobStore } from './blobs/s3.js';
+import type { Config } from './config/config.js';
+import type { LockManager } from './locks/lock-manager.js';
+import { MemoryLockManager } from './locks/memory.js';
+import { moduleLogger } from './log.js';
+import { MetadataStore } from './meta/metadata-store.js';
+import { migrateToLatest } from './meta/migrate.js';
+import { openSqlite } from './meta/sqlite.js';
+import { ensureDescriptor } from './store/descriptor.js';
+import { FileStore } from './store/file-store.js';
+
+export interface Runtime {
+  config: Config;
+  meta: MetadataStore;
+  blobs: BlobStore;
+  locks: LockManager;
+  store: FileStore;
+  close(): Promise<void>;
+}
+
+export function openBlobStore(config: Config): BlobStore {
+  if (config.blobStore === 's3') {
+    return new S3BlobStore({
+      bucket: config.bucketName,
+      endpoint: config.s3.endpoint,
+      region: config.s3.region,
+      accessKeyId: config.s3.accessKey,
+      secretAccessKey: config.s3.secretKey,
+      forcePathStyle: config.s3.forcePathStyle,
+    });
+  }
+  return new LocalBlobStore({ root: join(config.dataDir, 'blobs'), fsync: config.localFsync });
+}
+
+export async function openRuntime(config: Config): Promise<Runtime> {
+  if (config.kvstorageType === 'postgres') {
+    throw new Error('KVSTORAGE_TYPE=postgres is not implemented yet in this build; use sqlite (the default)');
+  }
+  const db = openSqlite(config.sqlitePath);
+  const blobs = openBlobStore(config);
+  try {
+    await migrateToLatest(db);
+    await ensureDescriptor(blobs, config.chunker);
+  } catch (err) {
+    await db.destroy();
+    await blobs.close();
+    throw err;
+  }
+  const meta = new MetadataStore(db);
+  const locks = new MemoryLockManager(config.lockTimeoutMs);
+  const store = new FileStore(
+    meta,
+    blobs,
+    locks,
+    {
+      chunker: config.chunker,
+      uploadConcurrency: config.uploadConcurrency,
+      readAhead: config.readAhead,
+      compressionLevel: config.compressionLevel,
+      lockTimeoutMs: config.lockTimeoutMs,
+    },
+    moduleLogger('store'),
+  );
+  return {
+    config,
+    meta,
+    blobs,
+    locks,
+    store,
+    async close() {
+      await locks.close();
+      await meta.close();
+      await blobs.close();
+    },
+  };
+}

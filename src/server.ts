@@ -1,0 +1,51 @@
+// Runs the HTTP server; on SIGTERM/SIGINT stops accepting, lets requests in flight finish
+// (up to shutdownGraceMs), then closes the stores.
+import type { AddressInfo } from 'node:net';
+import type { Server } from 'node:http';
+import { serve } from '@hono/node-server';
+import type { Config } from './config/config.js';
+import { createApp } from './http/app.js';
+import { moduleLogger } from './log.js';
+import { openRuntime, type Runtime } from './runtime.js';
+
+export interface RunningServer {
+  runtime: Runtime;
+  server: Server;
+  /** actual port (useful when LISTEN_PORT=0) */
+  port: number;
+  stop(): Promise<void>;
+}
+
+export async function startServer(config: Config): Promise<RunningServer> {
+  const log = moduleLogger('http');
+  const runtime = await openRuntime(config);
+  const app = createApp({ store: runtime.store, meta: runtime.meta, blobs: runtime.blobs, log });
+  const server = await new Promise<Server>((resolve) => {
+    const s = serve({ fetch: app.fetch, hostname: config.listenAddress, port: config.listenPort }, () => resolve(s as Server));
+  });
+  // Uploads of large files can take long; the socket timeout is the client's business.
+  server.requestTimeout = 0;
+  server.headersTimeout = 60_000;
+  const port = (server.address() as AddressInfo).port;
+  log.info(
+    { address: config.listenAddress, port, metadata: config.kvstorageType, blobs: runtime.blobs.describe, chunker: config.chunker },
+    `s3dedup listening on http://${config.listenAddress}:${port}/ft`,
+  );
+
+  let stopping: Promise<void> | null = null;
+  const stop = () =>
+    (stopping ??= (async () => {
+      log.info('shutting down: no new connections, finishing requests in flight');
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const timer = setTimeout(() => {
+        log.warn('shutdown grace period over; closing remaining connections');
+        server.closeAllConnections();
+      }, config.shutdownGraceMs);
+      await closed;
+      clearTimeout(timer);
+      await runtime.close();
+      log.info('stopped');
+    })());
+  return { runtime, server, port, stop };
+}

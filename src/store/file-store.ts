@@ -1,0 +1,176 @@
+// The deduplicating file store behind the Filetracker routes.
+//
+// Layout of the blob store (S3 bucket or local directory):
+// - `s3dedup.json`       descriptor: layout version and chunker parameters (store/descriptor.ts);
+// - `blocks/<sha256>`    one per distinct block (SHA-256 of the uncompressed bytes), holding a
+//                        raw deflate segment that ends in a full flush, so the segments of a
+//                        file concatenate into one deflate stream;
+// - `maps/<sha256>`      one per distinct content (SHA-256 of the whole file): its block list.
+// Write order on PUT: missing blocks, then the map, then one metadata transaction that points
+// the path at the content and bumps reference counts. A crash before the transaction leaves
+// only unreferenced blobs, which the cleaner's full scan removes. Nothing is deleted inline:
+// an overwrite or delete only decrements counts; the cleaner removes what reaches zero.
+// GET sends one gzip member built from the stored segments (store/gzip-member.ts) without
+// recompressing anything.
+import { Readable } from 'node:stream';
+import type { BlobStore } from '../blobs/blob-store.js';
+import { AppError } from '../errors.js';
+import type { LockManager } from '../locks/lock-manager.js';
+import { contentKey, pathKey } from '../locks/lock-manager.js';
+import type { Logger } from '../log.js';
+import type { BlockRef, DeleteOutcome, FileWithContent, MetadataStore, PutOutcome } from '../meta/metadata-store.js';
+import type { ChunkerParams } from './chunker.js';
+import { encodeContentMap } from './content-map.js';
+import { DEFLATE_END, GZIP_HEADER, gzipMemberLength, gzipTrailer } from './gzip-member.js';
+import { ingest } from './ingest.js';
+import { blockKey, mapKey } from './keys.js';
+
+export interface FileStoreOptions {
+  chunker: ChunkerParams;
+  /** Blocks in flight per upload (compression + write). */
+  uploadConcurrency: number;
+  /** Blocks fetched ahead per download. */
+  readAhead: number;
+  /** deflate level for compressible blocks, 1..9 */
+  compressionLevel: number;
+  /** Longest wait for a path/content lock, ms. */
+  lockTimeoutMs: number;
+}
+
+export const DEFAULT_FILE_STORE_OPTIONS: Omit<FileStoreOptions, 'chunker'> = {
+  uploadConcurrency: 8,
+  readAhead: 4,
+  compressionLevel: 6,
+  lockTimeoutMs: 30_000,
+};
+
+export interface PutRequest {
+  path: string;
+  /** Unix seconds */
+  version: number;
+  body: Readable;
+  /** true when the body is gzip (Content-Encoding: gzip) */
+  gzip: boolean;
+  /** hex SHA-256 the client claims for the uncompressed content */
+  expectedSha256?: string;
+  /** uncompressed size the client claims */
+  expectedSize?: number;
+  signal?: AbortSignal;
+}
+
+export interface StoredFile extends FileWithContent {
+  /** exact length of the gzip member a GET sends */
+  gzipLength: number;
+}
+
+export class FileStore {
+  constructor(
+    private readonly meta: MetadataStore,
+    private readonly blobs: BlobStore,
+    private readonly locks: LockManager,
+    private readonly options: FileStoreOptions,
+    private readonly log: Logger,
+  ) {}
+
+  /** Stores the body under `path` at `version` (ignored when a newer version stands). */
+  async put(req: PutRequest): Promise<PutOutcome & { contentHash: string; blocksWritten: number; blocksReused: number }> {
+    const result = await ingest(req.body, {
+      gzip: req.gzip,
+      chunker: this.options.chunker,
+      concurrency: this.options.uploadConcurrency,
+      compressionLevel: this.options.compressionLevel,
+      blobs: this.blobs,
+      meta: this.meta,
+      signal: req.signal,
+    });
+    if (req.expectedSize !== undefined && req.expectedSize !== result.logicalSize) {
+      throw new AppError('SIZE_MISMATCH', `Logical-Size says ${req.expectedSize} bytes but the body has ${result.logicalSize}`);
+    }
+    if (req.expectedSha256 !== undefined && req.expectedSha256.toLowerCase() !== result.hash) {
+      throw new AppError('CHECKSUM_MISMATCH', `SHA256-Checksum ${req.expectedSha256} does not match the body (${result.hash})`);
+    }
+    if (!(await this.meta.hasContent(result.hash))) {
+      await this.blobs.put(mapKey(result.hash), encodeContentMap(result.hash, result.logicalSize, result.crc32, result.blocks), {
+        signal: req.signal,
+      });
+    }
+    const outcome = await this.locks.withLocks(
+      [pathKey(req.path), contentKey(result.hash)],
+      () =>
+        this.meta.commitPut(
+          req.path,
+          req.version,
+          { hash: result.hash, logicalSize: result.logicalSize, storedSize: result.storedSize, crc32: result.crc32, blocks: result.blocks },
+          result.reused,
+        ),
+      { timeoutMs: this.options.lockTimeoutMs, signal: req.signal },
+    );
+    this.log.debug(
+      { path: req.path, version: req.version, applied: outcome.applied, size: result.logicalSize, blocks: result.blocks.length, written: result.written },
+      'put',
+    );
+    return { ...outcome, contentHash: result.hash, blocksWritten: result.written, blocksReused: result.reused.length };
+  }
+
+  async stat(path: string): Promise<StoredFile | null> {
+    const f = await this.meta.getFile(path);
+    if (!f) return null;
+    return { ...f, gzipLength: GZIP_HEADER.length + f.storedSize + DEFLATE_END.length + 8 };
+  }
+
+  /** The file as one gzip member, streamed block by block with a bounded read-ahead. */
+  async openGzip(file: StoredFile, signal?: AbortSignal): Promise<Readable> {
+    const blocks = await this.meta.getContentBlocks(file.contentHash);
+    const expected = gzipMemberLength(blocks.map((b) => b.storedSize));
+    if (blocks.length !== file.blockCount || expected !== file.gzipLength) {
+      throw new AppError('INTERNAL', `metadata of ${file.path} is inconsistent (block list does not match the content record)`);
+    }
+    return Readable.from(this.gzipChunks(file, blocks, signal), { objectMode: false, highWaterMark: 1 << 20 });
+  }
+
+  async delete(path: string, version: number, signal?: AbortSignal): Promise<DeleteOutcome> {
+    return this.locks.withLocks([pathKey(path)], () => this.meta.commitDelete(path, version), {
+      timeoutMs: this.options.lockTimeoutMs,
+      signal,
+    });
+  }
+
+  /** Paths (relative to `dir`) of files under `dir` with version <= maxVersion. */
+  async *list(dir: string, maxVersion: number): AsyncGenerator<string> {
+    const prefix = dir === '' ? '' : `${dir}/`;
+    for await (const f of this.meta.listFiles(prefix, maxVersion)) yield f.path.slice(prefix.length);
+  }
+
+  private async *gzipChunks(file: StoredFile, blocks: BlockRef[], signal?: AbortSignal): AsyncGenerator<Buffer> {
+    yield GZIP_HEADER;
+    const ahead: Array<Promise<Buffer>> = [];
+    let next = 0;
+    const fetchNext = () => {
+      const b = blocks[next++];
+      const p = this.fetchSegment(b, signal);
+      p.catch(() => {}); // awaited in order below
+      ahead.push(p);
+    };
+    try {
+      while (next < blocks.length && ahead.length < this.options.readAhead) fetchNext();
+      while (ahead.length > 0) {
+        const data = await ahead.shift()!;
+        if (next < blocks.length) fetchNext();
+        yield data;
+      }
+    } finally {
+      // A client that went away leaves at most readAhead fetches to settle on their own.
+      ahead.length = 0;
+    }
+    yield DEFLATE_END;
+    yield gzipTrailer(file.crc32, file.logicalSize);
+  }
+
+  private async fetchSegment(b: BlockRef, signal?: AbortSignal): Promise<Buffer> {
+    const data = await this.blobs.get(blockKey(b.hash), signal);
+    if (data.length !== b.storedSize) {
+      throw new AppError('INTERNAL', `block ${b.hash} has ${data.length} stored bytes, metadata says ${b.storedSize}`);
+    }
+    return data;
+  }
+}

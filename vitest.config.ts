@@ -1,0 +1,12 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    // One S3 endpoint (env, MinIO container or moto_server) for the whole run.
+    globalSetup: ['test/support/global-setup.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 120_000,
+    // Native modules (better-sqlite3) and child processes behave better in forks than threads.
+    pool: 'forks',
+  },
+});
