@@ -10,7 +10,9 @@ import { MemoryLockManager } from './locks/memory.js';
 import { moduleLogger } from './log.js';
 import { MetadataStore } from './meta/metadata-store.js';
 import { migrateToLatest } from './meta/migrate.js';
+import { createPgPool, openPostgres, type PostgresOptions } from './meta/postgres.js';
 import { openSqlite } from './meta/sqlite.js';
+import { PostgresLockManager } from './locks/postgres.js';
 import { ensureDescriptor } from './store/descriptor.js';
 import { FileStore } from './store/file-store.js';
 
@@ -37,11 +39,21 @@ export function openBlobStore(config: Config): BlobStore {
   return new LocalBlobStore({ root: join(config.dataDir, 'blobs'), fsync: config.localFsync });
 }
 
-export async function openRuntime(config: Config): Promise<Runtime> {
-  if (config.kvstorageType === 'postgres') {
-    throw new Error('KVSTORAGE_TYPE=postgres is not implemented yet in this build; use sqlite (the default)');
+export function postgresOptions(config: Config): PostgresOptions {
+  const p = config.postgres;
+  return { host: p.host, port: p.port, user: p.user, password: p.password, database: p.db, maxConnections: p.maxConnections, schema: p.schema };
+}
+
+function openLocks(config: Config): LockManager {
+  if (config.locksType === 'postgres') {
+    return new PostgresLockManager(createPgPool(postgresOptions(config)), config.lockTimeoutMs);
   }
-  const db = openSqlite(config.sqlitePath);
+  return new MemoryLockManager(config.lockTimeoutMs);
+}
+
+export async function openRuntime(config: Config): Promise<Runtime> {
+  const log = moduleLogger('runtime');
+  const db = config.kvstorageType === 'postgres' ? await openPostgres(postgresOptions(config)) : openSqlite(config.sqlitePath);
   const blobs = openBlobStore(config);
   try {
     await migrateToLatest(db);
@@ -52,7 +64,10 @@ export async function openRuntime(config: Config): Promise<Runtime> {
     throw err;
   }
   const meta = new MetadataStore(db);
-  const locks = new MemoryLockManager(config.lockTimeoutMs);
+  const locks = openLocks(config);
+  if (config.kvstorageType === 'postgres' && config.locksType === 'memory') {
+    log.warn('LOCKS_TYPE=memory with PostgreSQL metadata: safe for one instance only; use LOCKS_TYPE=postgres for several');
+  }
   const store = new FileStore(
     meta,
     blobs,

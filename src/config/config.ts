@@ -15,7 +15,7 @@ export interface Config {
   /** SQLite database file; default `<dataDir>/s3dedup.sqlite` */
   sqlitePath: string;
   sqliteMaxConnections: number;
-  postgres: { host: string; port: number; user: string; password: string; db: string; maxConnections: number };
+  postgres: { host: string; port: number; user: string; password: string; db: string; maxConnections: number; schema?: string };
   locksType: 'memory' | 'postgres';
   /** 's3' when an S3 endpoint is configured (or BLOB_STORE=s3), else the local directory */
   blobStore: 's3' | 'local';
@@ -64,7 +64,8 @@ export const ENV_VARS: Record<string, string> = {
   SQLITE_PATH: 'SQLite file (<DATA_DIR>/s3dedup.sqlite)',
   SQLITE_MAX_CONNECTIONS: 'accepted for compatibility; SQLite uses one connection',
   POSTGRES_HOST: 'PostgreSQL host', POSTGRES_PORT: 'PostgreSQL port (5432)', POSTGRES_USER: 'PostgreSQL user',
-  POSTGRES_PASSWORD: 'PostgreSQL password', POSTGRES_DB: 'PostgreSQL database', POSTGRES_MAX_CONNECTIONS: 'pool size (10)',
+  POSTGRES_PASSWORD: 'PostgreSQL password', POSTGRES_DB: 'PostgreSQL database (s3dedup)', POSTGRES_MAX_CONNECTIONS: 'pool size (10)',
+  POSTGRES_SCHEMA: 'schema to use, created if missing (public)',
   LOCKS_TYPE: 'memory|postgres (memory)',
   BLOB_STORE: 's3|local (s3 when S3_ENDPOINT is set, else local)',
   S3_ENDPOINT: 'S3 endpoint URL', S3_ACCESS_KEY: 'access key', S3_SECRET_KEY: 'secret key',
@@ -157,6 +158,7 @@ export function loadConfig(options: { configFile?: string; env?: Env } = {}): Co
       password: s('POSTGRES_PASSWORD', pg.password) ?? '',
       db: s('POSTGRES_DB', pg.dbname, pg.db) ?? 's3dedup',
       maxConnections: int('POSTGRES_MAX_CONNECTIONS', 10, 1, 1000, pg.pool_size),
+      schema: s('POSTGRES_SCHEMA', pg.schema),
     },
     locksType: oneOf('LOCKS_TYPE', ['memory', 'postgres'] as const, 'memory', file.locks_type, bucket.locks_type),
     blobStore: oneOf('BLOB_STORE', ['s3', 'local'] as const, s3Endpoint ? 's3' : 'local', bucket.blob_store),

@@ -1,15 +1,15 @@
 // Filetracker v2 routes through the hono app, on both blob stores.
 import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BLOB_KINDS, makeHarness, type Harness } from '../support/harness.js';
+import { BACKENDS, makeHarness, type Harness } from '../support/harness.js';
 import { date, del, enc, getContent, list, pseudoRandom, put, sha256, uid } from '../support/ft.js';
 
 const T0 = 1_700_000_000;
 
-describe.each(BLOB_KINDS)('Filetracker v2 on %s blobs', (kind) => {
+describe.each(BACKENDS)('Filetracker v2 on $name', ({ blobs, meta }) => {
   let h: Harness;
   beforeAll(async () => {
-    h = await makeHarness(kind);
+    h = await makeHarness(blobs, {}, meta);
   });
   afterAll(async () => {
     await h?.close();

@@ -9,11 +9,21 @@ import { loadConfig } from '../../src/config/config.js';
 import { createApp } from '../../src/http/app.js';
 import { moduleLogger } from '../../src/log.js';
 import { openRuntime, type Runtime } from '../../src/runtime.js';
-import { s3FromInject } from './s3-client.js';
+import { uid } from './ft.js';
+import { dropSchema, pgEnv } from './postgres.js';
+import { pgFromInject, s3FromInject } from './s3-client.js';
 import { createTestBucket } from './s3.js';
 
 export type BlobKind = 'local' | 's3';
+export type MetaKind = 'sqlite' | 'postgres';
 export const BLOB_KINDS: BlobKind[] = ['local', 's3'];
+/** Every metadata store with every blob store, as `describe.each` rows. */
+export const BACKENDS: Array<{ name: string; blobs: BlobKind; meta: MetaKind }> = [
+  { name: 'sqlite + local', meta: 'sqlite', blobs: 'local' },
+  { name: 'sqlite + s3', meta: 'sqlite', blobs: 's3' },
+  { name: 'postgres + local', meta: 'postgres', blobs: 'local' },
+  { name: 'postgres + s3', meta: 'postgres', blobs: 's3' },
+];
 
 export interface Harness {
   app: Hono;
@@ -25,10 +35,14 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-/** Environment for a server on `kind` storage in a fresh temp dir (and bucket). */
-export async function harnessEnv(kind: BlobKind, extra: Record<string, string> = {}): Promise<Record<string, string>> {
+/**
+ * Environment for a server on `kind` blobs in a fresh temp dir (and bucket), with metadata in
+ * SQLite there or in a fresh PostgreSQL schema (named in env.POSTGRES_SCHEMA).
+ */
+export async function harnessEnv(kind: BlobKind, extra: Record<string, string> = {}, meta: MetaKind = 'sqlite'): Promise<Record<string, string>> {
   const dataDir = await mkdtemp(join(tmpdir(), 's3dedup-test-'));
   const env: Record<string, string> = { DATA_DIR: dataDir, LOG_LEVEL: 'silent', CLEANER_ENABLED: 'false' };
+  if (meta === 'postgres') Object.assign(env, pgEnv(pgFromInject(), `t_${uid()}${uid()}`));
   if (kind === 's3') {
     const s3 = s3FromInject();
     Object.assign(env, {
@@ -43,8 +57,14 @@ export async function harnessEnv(kind: BlobKind, extra: Record<string, string> =
   return { ...env, ...extra };
 }
 
-export async function makeHarness(kind: BlobKind, extra: Record<string, string> = {}): Promise<Harness> {
-  const env = await harnessEnv(kind, extra);
+/** Removes what harnessEnv made: the temp dir and the PostgreSQL schema. */
+export async function cleanupEnv(env: Record<string, string>): Promise<void> {
+  await rm(env.DATA_DIR, { recursive: true, force: true });
+  if (env.POSTGRES_SCHEMA) await dropSchema(pgFromInject(), env.POSTGRES_SCHEMA);
+}
+
+export async function makeHarness(kind: BlobKind, extra: Record<string, string> = {}, meta: MetaKind = 'sqlite'): Promise<Harness> {
+  const env = await harnessEnv(kind, extra, meta);
   const runtime = await openRuntime(loadConfig({ env }));
   const app = createApp({ store: runtime.store, meta: runtime.meta, blobs: runtime.blobs, log: moduleLogger('http') });
   return {
@@ -58,7 +78,7 @@ export async function makeHarness(kind: BlobKind, extra: Record<string, string> 
     },
     async close() {
       await runtime.close();
-      await rm(env.DATA_DIR, { recursive: true, force: true });
+      await cleanupEnv(env);
     },
   };
 }

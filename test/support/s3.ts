@@ -121,7 +121,7 @@ export async function deleteTestBucket(ep: S3EndpointInfo, bucket: string): Prom
 }
 
 /** true, or why no Docker engine could be reached. */
-async function probeDocker(): Promise<true | string> {
+export async function probeDocker(): Promise<true | string> {
   let timer: NodeJS.Timeout | undefined;
   try {
     const { getContainerRuntimeClient } = await import('testcontainers');
