@@ -3,6 +3,7 @@
 import { join } from 'node:path';
 import type { BlobStore } from './blobs/blob-store.js';
 import { LocalBlobStore } from './blobs/local.js';
+import { Cleaner } from './cleaner/cleaner.js';
 import { S3BlobStore } from './blobs/s3.js';
 import type { Config } from './config/config.js';
 import type { LockManager } from './locks/lock-manager.js';
@@ -22,6 +23,7 @@ export interface Runtime {
   blobs: BlobStore;
   locks: LockManager;
   store: FileStore;
+  cleaner: Cleaner;
   close(): Promise<void>;
 }
 
@@ -81,9 +83,21 @@ export async function openRuntime(config: Config): Promise<Runtime> {
     },
     moduleLogger('store'),
   );
+  const cleaner = new Cleaner(
+    meta,
+    blobs,
+    {
+      graceSeconds: config.cleaner.graceSeconds,
+      batchSize: config.cleaner.batchSize,
+      concurrency: config.cleaner.concurrency,
+      logRetentionSeconds: config.cleaner.logRetentionSeconds,
+    },
+    moduleLogger('cleaner'),
+  );
   return {
     config,
     meta,
+    cleaner,
     blobs,
     locks,
     store,

@@ -3,6 +3,7 @@
 import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { serve } from '@hono/node-server';
+import { CleanerScheduler } from './cleaner/scheduler.js';
 import type { Config } from './config/config.js';
 import { createApp } from './http/app.js';
 import { moduleLogger } from './log.js';
@@ -27,6 +28,10 @@ export async function startServer(config: Config): Promise<RunningServer> {
   server.requestTimeout = 0;
   server.headersTimeout = 60_000;
   const port = (server.address() as AddressInfo).port;
+  const scheduler = config.cleaner.enabled
+    ? new CleanerScheduler(runtime.cleaner, config.cleaner, moduleLogger('cleaner'))
+    : null;
+  scheduler?.start();
   log.info(
     { address: config.listenAddress, port, metadata: config.kvstorageType, blobs: runtime.blobs.describe, chunker: config.chunker },
     `s3dedup listening on http://${config.listenAddress}:${port}/ft`,
@@ -42,6 +47,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
         log.warn('shutdown grace period over; closing remaining connections');
         server.closeAllConnections();
       }, config.shutdownGraceMs);
+      await scheduler?.stop();
       await closed;
       clearTimeout(timer);
       await runtime.close();

@@ -3,6 +3,7 @@
 // value.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { cronProblem } from '../cleaner/scheduler.js';
 import { DEFAULT_CHUNKER, validateChunkerParams, type ChunkerParams } from '../store/chunker.js';
 
 export interface Config {
@@ -27,7 +28,18 @@ export interface Config {
   /** bytes; kept for s3dedup compatibility (uploads here always stream) */
   maxInmemorySize: number;
   tempDir: string;
-  cleaner: { enabled: boolean; intervalSeconds: number; batchSize: number; concurrency: number; fullScanCron: string };
+  cleaner: {
+    enabled: boolean;
+    intervalSeconds: number;
+    batchSize: number;
+    concurrency: number;
+    /** cron expression for full scans ('' disables them) */
+    fullScanCron: string;
+    /** seconds garbage stays after it became unreferenced */
+    graceSeconds: number;
+    /** seconds acknowledged gc_log rows are kept */
+    logRetentionSeconds: number;
+  };
   filetrackerUrl?: string;
   filetrackerV1Dir?: string;
   chunker: ChunkerParams;
@@ -72,8 +84,11 @@ export const ENV_VARS: Record<string, string> = {
   S3_REGION: 'region (us-east-1)', S3_FORCE_PATH_STYLE: 'path-style addressing (true)',
   DATA_DIR: 'embedded default home (./data)', LOCAL_FSYNC: 'fsync local blobs (false)',
   MAX_INMEMORY_SIZE: 'bytes (compatibility; uploads always stream)', TEMP_DIR: 'scratch directory (os tmp)',
-  CLEANER_ENABLED: 'run the cleaner in the server', CLEANER_INTERVAL: 'seconds between runs',
-  CLEANER_BATCH_SIZE: 'deletions per batch', CLEANER_CONCURRENCY: 'deletions in flight', CLEANER_FULL_SCAN_CRON: 'cron of full scans',
+  CLEANER_ENABLED: 'run the cleaner in the server (true)', CLEANER_INTERVAL: 'seconds between passes (3600)',
+  CLEANER_BATCH_SIZE: 'deletions decided per transaction (1000)', CLEANER_CONCURRENCY: 'blob deletions in flight (8)',
+  CLEANER_FULL_SCAN_CRON: "cron of full scans for unknown objects ('0 3 * * *'; '' = never)",
+  CLEANER_GRACE_SECONDS: 'seconds garbage stays after it became unreferenced (3600)',
+  CLEANER_LOG_RETENTION: 'seconds the deletion log is kept; longer uploads fail and retry (86400)',
   FILETRACKER_URL: 'old Filetracker for live migration', FILETRACKER_V1_DIR: 'Filetracker v1 directory',
   CHUNK_MIN_SIZE: `bytes (${DEFAULT_CHUNKER.minSize})`, CHUNK_AVG_SIZE: `bytes, power of two (${DEFAULT_CHUNKER.avgSize})`,
   CHUNK_MAX_SIZE: `bytes (${DEFAULT_CHUNKER.maxSize})`,
@@ -179,6 +194,8 @@ export function loadConfig(options: { configFile?: string; env?: Env } = {}): Co
       batchSize: int('CLEANER_BATCH_SIZE', 1000, 1, 1_000_000, cl.batch_size),
       concurrency: int('CLEANER_CONCURRENCY', 8, 1, 1024, cl.concurrency),
       fullScanCron: s('CLEANER_FULL_SCAN_CRON', cl.full_scan_cron) ?? '0 3 * * *',
+      graceSeconds: int('CLEANER_GRACE_SECONDS', 3600, 0, 30 * 86400, cl.grace_seconds),
+      logRetentionSeconds: int('CLEANER_LOG_RETENTION', 86_400, 60, 365 * 86400, cl.log_retention_seconds),
     },
     filetrackerUrl: s('FILETRACKER_URL', bucket.filetracker_url),
     filetrackerV1Dir: s('FILETRACKER_V1_DIR', bucket.filetracker_v1_dir),
@@ -194,6 +211,8 @@ export function loadConfig(options: { configFile?: string; env?: Env } = {}): Co
     shutdownGraceMs: int('SHUTDOWN_GRACE_MS', 30_000, 0, 3_600_000, file.shutdown_grace_ms),
   };
 
+  const cron = cronProblem(config.cleaner.fullScanCron);
+  if (cron) problems.push(`CLEANER_FULL_SCAN_CRON is not a cron expression (${cron}): ${JSON.stringify(config.cleaner.fullScanCron)}`);
   const chunkerProblem = validateChunkerParams(config.chunker);
   if (chunkerProblem) problems.push(`chunker (CHUNK_MIN_SIZE/CHUNK_AVG_SIZE/CHUNK_MAX_SIZE): ${chunkerProblem}`);
   if (config.blobStore === 's3') {

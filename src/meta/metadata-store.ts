@@ -11,6 +11,7 @@
 // Every change of the namespace and its counts happens in one transaction.
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { AppError } from '../errors.js';
+import { blockKey, mapKey } from '../store/keys.js';
 import type { Database } from './schema.js';
 
 export interface BlockRef {
@@ -46,6 +47,14 @@ export interface FileWithContent extends FileRecord {
 }
 
 export type PutOutcome = { applied: boolean; version: number };
+
+/** What an upload proves at commit time that nothing it relies on was collected meanwhile. */
+export interface CommitGuard {
+  /** gcWatermark() read before the upload looked for existing blocks and contents */
+  startSeq: number;
+  /** whether this upload wrote the content map itself (else it found the content present) */
+  mapWritten: boolean;
+}
 export type DeleteOutcome = 'deleted' | 'ignored' | 'absent';
 
 /** Rows per multi-row INSERT: well under SQLite's and PostgreSQL's bound-parameter limits. */
@@ -55,8 +64,18 @@ const LIST_PAGE = 1000;
 
 const n = (v: unknown): number => (typeof v === 'number' ? v : Number(v));
 
+/** Advisory-lock id of the commit/cleaner barrier (any fixed int8; this is 's3dedupg' in ASCII). */
+const GC_BARRIER_ID = '8301088924813848679';
+
+const retryable = (why: string) => new AppError('UNAVAILABLE', `${why}; retry the request`);
+
 export class MetadataStore {
-  constructor(readonly db: Kysely<Database>) {}
+  /** PostgreSQL (true) or SQLite (false): decides only the barrier's form. */
+  readonly isPostgres: boolean;
+
+  constructor(readonly db: Kysely<Database>) {
+    this.isPostgres = db.getExecutor().adapter.constructor.name === 'PostgresAdapter';
+  }
 
   async getFile(path: string): Promise<FileWithContent | null> {
     const row = await this.db
@@ -117,16 +136,17 @@ export class MetadataStore {
   }
 
   /**
-   * Points `path` at `content` at `version`, unless a strictly newer version stands.
-   * `reusedBlocks` are blocks the upload did not write because the store had them: they must
-   * still exist now, or the commit fails (retryable) rather than reference a lost block.
+   * Points `path` at `content` at `version`, unless a strictly newer version stands. The guard
+   * proves that no blob the content needs was collected while the upload ran (docs/gc.md);
+   * when that cannot be proven the commit fails with a retryable 503 and changes nothing.
    */
-  async commitPut(path: string, version: number, content: ContentRecord, reusedBlocks: string[]): Promise<PutOutcome> {
+  async commitPut(path: string, version: number, content: ContentRecord, guard: CommitGuard): Promise<PutOutcome> {
     return this.db.transaction().execute(async (tx) => {
+      await this.gcBarrier(tx, 'shared');
       const existing = await tx.selectFrom('files').select(['version', 'content_hash']).where('path', '=', path).executeTakeFirst();
       if (existing && n(existing.version) > version) return { applied: false, version: n(existing.version) };
       const now = Date.now();
-      await this.addContentRef(tx, content, reusedBlocks, now);
+      await this.addContentRef(tx, content, guard, now);
       if (existing) {
         await this.dropContentRef(tx, existing.content_hash, now);
         await tx
@@ -142,6 +162,29 @@ export class MetadataStore {
       }
       return { applied: true, version };
     });
+  }
+
+  /**
+   * The garbage-collection log position an upload must read before it looks for existing
+   * blocks or contents; its commit passes it back in CommitGuard.startSeq.
+   */
+  async gcWatermark(): Promise<number> {
+    const [log, state] = await Promise.all([
+      this.db.selectFrom('gc_log').select((eb) => eb.fn.max('seq').as('m')).executeTakeFirst(),
+      this.db.selectFrom('gc_state').select('pruned_through').where('id', '=', 1).executeTakeFirst(),
+    ]);
+    return Math.max(n(log?.m ?? 0), n(state?.pruned_through ?? 0));
+  }
+
+  /**
+   * Serialises commits against the cleaner's deletion transactions on PostgreSQL (commits
+   * share the lock, a cleaner transaction takes it alone); SQLite runs one transaction at a
+   * time anyway.
+   */
+  async gcBarrier(tx: Transaction<Database>, mode: 'shared' | 'exclusive'): Promise<void> {
+    if (!this.isPostgres) return;
+    if (mode === 'shared') await sql`select pg_advisory_xact_lock_shared(${GC_BARRIER_ID}::bigint)`.execute(tx);
+    else await sql`select pg_advisory_xact_lock(${GC_BARRIER_ID}::bigint)`.execute(tx);
   }
 
   /** Removes `path` unless a strictly newer version stands. */
@@ -184,7 +227,7 @@ export class MetadataStore {
     await this.db.destroy();
   }
 
-  private async addContentRef(tx: Transaction<Database>, c: ContentRecord, reusedBlocks: string[], now: number): Promise<void> {
+  private async addContentRef(tx: Transaction<Database>, c: ContentRecord, guard: CommitGuard, now: number): Promise<void> {
     const inserted = await tx
       .insertInto('contents')
       .values({
@@ -200,35 +243,25 @@ export class MetadataStore {
       .returning('hash')
       .executeTakeFirst();
     if (!inserted) {
-      await tx
+      const r = await tx
         .updateTable('contents')
         .set({ ref_count: sql`ref_count + 1`, updated_at: now })
         .where('hash', '=', c.hash)
-        .execute();
+        .executeTakeFirst();
+      // Collected between the insert attempt and this update (PostgreSQL, read committed).
+      if (Number(r.numUpdatedRows) !== 1) throw retryable('the content was collected during the commit');
       return;
     }
-    if (reusedBlocks.length > 0) {
-      const unique = [...new Set(reusedBlocks)];
-      let present = 0;
-      for (let i = 0; i < unique.length; i += INSERT_BATCH) {
-        const r = await tx
-          .selectFrom('blocks')
-          .select((eb) => eb.fn.countAll<number>().as('n'))
-          .where('hash', 'in', unique.slice(i, i + INSERT_BATCH))
-          .executeTakeFirstOrThrow();
-        present += n(r.n);
-      }
-      if (present !== unique.length) {
-        throw new AppError('UNAVAILABLE', 'a reused block was collected during the upload; retry the request');
-      }
-    }
+    if (!guard.mapWritten) throw retryable('the content map was collected during the upload');
+    const distinct = new Map<string, BlockRef>();
+    for (const b of c.blocks) distinct.set(b.hash, b);
+    await this.assertNotCollected(tx, [mapKey(c.hash), ...[...distinct.keys()].map(blockKey)], guard.startSeq);
+
     const links = c.blocks.map((b, idx) => ({ content_hash: c.hash, idx, block_hash: b.hash }));
     for (let i = 0; i < links.length; i += INSERT_BATCH) {
       await tx.insertInto('content_blocks').values(links.slice(i, i + INSERT_BATCH)).execute();
     }
     // One reference per distinct block; sorted so concurrent writers lock rows in one order.
-    const distinct = new Map<string, BlockRef>();
-    for (const b of c.blocks) distinct.set(b.hash, b);
     const rows = [...distinct.values()]
       .sort((a, b) => (a.hash < b.hash ? -1 : a.hash > b.hash ? 1 : 0))
       .map((b) => ({ hash: b.hash, size: b.size, stored_size: b.storedSize, crc32: b.crc32, ref_count: 1, updated_at: now }));
@@ -240,6 +273,25 @@ export class MetadataStore {
           oc.column('hash').doUpdateSet({ ref_count: sql`blocks.ref_count + 1`, updated_at: now }),
         )
         .execute();
+    }
+  }
+
+  /**
+   * Fails when the cleaner deleted, or may still be deleting, any of `keys` since the upload
+   * read its watermark `startSeq` (docs/gc.md has the proof).
+   */
+  private async assertNotCollected(tx: Transaction<Database>, keys: string[], startSeq: number): Promise<void> {
+    const state = await tx.selectFrom('gc_state').select('pruned_through').where('id', '=', 1).executeTakeFirst();
+    if (n(state?.pruned_through ?? 0) > startSeq) throw retryable('the upload outlived the garbage-collection log retention');
+    for (let i = 0; i < keys.length; i += INSERT_BATCH) {
+      const hit = await tx
+        .selectFrom('gc_log')
+        .select('key')
+        .where('key', 'in', keys.slice(i, i + INSERT_BATCH))
+        .where((eb) => eb.or([eb('seq', '>', startSeq), eb('pending', '=', 1)]))
+        .limit(1)
+        .executeTakeFirst();
+      if (hit) throw retryable(`${hit.key} was garbage-collected during the upload`);
     }
   }
 

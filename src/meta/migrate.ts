@@ -2,10 +2,12 @@
 // and tsx see the same set without scanning a directory.
 import { Migrator, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 import * as m0001 from '../../migrations/0001_initial.js';
+import * as m0002 from '../../migrations/0002_gc_log.js';
 import { moduleLogger } from '../log.js';
 
 const MIGRATIONS: Record<string, Migration> = {
   '0001_initial': m0001,
+  '0002_gc_log': m0002,
 };
 
 class StaticProvider implements MigrationProvider {

@@ -1,4 +1,6 @@
-// Row types of the metadata database (see migrations/0001_initial.ts for the why of each column).
+// Row types of the metadata database (see migrations/ for the why of each column).
+import type { Generated } from 'kysely';
+
 export interface FilesTable {
   path: string;
   version: number;
@@ -32,9 +34,23 @@ export interface BlocksTable {
   updated_at: number;
 }
 
+export interface GcLogTable {
+  seq: Generated<number>;
+  key: string;
+  pending: number;
+  created_at: number;
+}
+
+export interface GcStateTable {
+  id: number;
+  pruned_through: number;
+}
+
 export interface Database {
   files: FilesTable;
   contents: ContentsTable;
   content_blocks: ContentBlocksTable;
   blocks: BlocksTable;
+  gc_log: GcLogTable;
+  gc_state: GcStateTable;
 }

@@ -74,6 +74,8 @@ export class FileStore {
 
   /** Stores the body under `path` at `version` (ignored when a newer version stands). */
   async put(req: PutRequest): Promise<PutOutcome & { contentHash: string; blocksWritten: number; blocksReused: number }> {
+    // Read before any existence check: the commit proves nothing was collected after it.
+    const startSeq = await this.meta.gcWatermark();
     const result = await ingest(req.body, {
       gzip: req.gzip,
       chunker: this.options.chunker,
@@ -89,7 +91,8 @@ export class FileStore {
     if (req.expectedSha256 !== undefined && req.expectedSha256.toLowerCase() !== result.hash) {
       throw new AppError('CHECKSUM_MISMATCH', `SHA256-Checksum ${req.expectedSha256} does not match the body (${result.hash})`);
     }
-    if (!(await this.meta.hasContent(result.hash))) {
+    const mapWritten = !(await this.meta.hasContent(result.hash));
+    if (mapWritten) {
       await this.blobs.put(mapKey(result.hash), encodeContentMap(result.hash, result.logicalSize, result.crc32, result.blocks), {
         signal: req.signal,
       });
@@ -101,7 +104,7 @@ export class FileStore {
           req.path,
           req.version,
           { hash: result.hash, logicalSize: result.logicalSize, storedSize: result.storedSize, crc32: result.crc32, blocks: result.blocks },
-          result.reused,
+          { startSeq, mapWritten },
         ),
       { timeoutMs: this.options.lockTimeoutMs, signal: req.signal },
     );

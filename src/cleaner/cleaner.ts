@@ -1,0 +1,138 @@
+// The cleaner: deletes blocks and content maps that nothing references, and (full scan) blobs
+// the metadata does not know at all (crash leftovers).
+//
+// Every deletion is announced in gc_log inside the transaction that decides it, performed,
+// then acknowledged; upload commits check the log, so an upload can never commit a reference
+// to a blob deleted while it ran (the proof is in docs/gc.md). A grace period keeps young
+// garbage (recent overwrites, in-flight uploads' blobs) around; safety does not depend on it.
+// Fail closed: any error reading the metadata or listing the bucket ends the run before
+// anything more is deleted; announced-but-unfinished deletions are finished by the next run.
+import type { BlobStore } from '../blobs/blob-store.js';
+import type { Logger } from '../log.js';
+import { GcStore } from '../meta/gc-store.js';
+import type { MetadataStore } from '../meta/metadata-store.js';
+import { BLOCK_PREFIX, MAP_PREFIX } from '../store/keys.js';
+import { Semaphore } from '../util/semaphore.js';
+
+export interface CleanerOptions {
+  /** seconds garbage must have been unreferenced (or, for orphans, unmodified) before it goes */
+  graceSeconds: number;
+  /** rows or keys decided per transaction */
+  batchSize: number;
+  /** blob deletions in flight */
+  concurrency: number;
+  /** seconds acknowledged gc_log rows are kept (uploads longer than this fail and retry) */
+  logRetentionSeconds: number;
+}
+
+export const DEFAULT_CLEANER_OPTIONS: CleanerOptions = {
+  graceSeconds: 3600,
+  batchSize: 1000,
+  concurrency: 8,
+  logRetentionSeconds: 86_400,
+};
+
+export interface CleanerReport {
+  /** deletions left unfinished by an earlier run, finished now */
+  resumed: number;
+  maps: number;
+  blocks: number;
+  orphans: number;
+  fullScan: boolean;
+  durationMs: number;
+}
+
+export class Cleaner {
+  private readonly gc: GcStore;
+  private running: Promise<CleanerReport> | null = null;
+
+  constructor(
+    meta: MetadataStore,
+    private readonly blobs: BlobStore,
+    private readonly options: CleanerOptions,
+    private readonly log: Logger,
+  ) {
+    this.gc = new GcStore(meta);
+  }
+
+  /** One pass; concurrent calls share the pass already running. */
+  run(opts: { fullScan?: boolean } = {}): Promise<CleanerReport> {
+    this.running ??= this.pass(opts.fullScan ?? false).finally(() => {
+      this.running = null;
+    });
+    return this.running;
+  }
+
+  private async pass(fullScan: boolean): Promise<CleanerReport> {
+    const started = Date.now();
+    // Taken afresh per batch: blocks freed by this pass's content deletions age from now.
+    const cutoff = () => Date.now() - this.options.graceSeconds * 1000;
+    const report: CleanerReport = { resumed: 0, maps: 0, blocks: 0, orphans: 0, fullScan, durationMs: 0 };
+    const { batchSize } = this.options;
+
+    for (;;) {
+      const keys = await this.gc.pendingKeys(batchSize);
+      if (keys.length === 0) break;
+      await this.deleteAnnounced(keys);
+      report.resumed += keys.length;
+    }
+    // Contents first: removing them is what brings their blocks' counts to zero.
+    for (;;) {
+      const keys = await this.gc.takeUnreferencedContents(cutoff(), batchSize);
+      if (keys.length === 0) break;
+      await this.deleteAnnounced(keys);
+      report.maps += keys.length;
+    }
+    for (;;) {
+      const keys = await this.gc.takeUnreferencedBlocks(cutoff(), batchSize);
+      if (keys.length === 0) break;
+      await this.deleteAnnounced(keys);
+      report.blocks += keys.length;
+    }
+    if (fullScan) {
+      for (const prefix of [MAP_PREFIX, BLOCK_PREFIX]) report.orphans += await this.sweepOrphans(prefix, cutoff());
+    }
+    await this.gc.prune(started - this.options.logRetentionSeconds * 1000);
+    report.durationMs = Date.now() - started;
+    this.log.info(report, 'cleaner pass finished');
+    return report;
+  }
+
+  private async sweepOrphans(prefix: string, cutoffMs: number): Promise<number> {
+    let swept = 0;
+    let batch: string[] = [];
+    const flush = async () => {
+      const orphans = await this.gc.takeOrphans(batch);
+      batch = [];
+      if (orphans.length === 0) return;
+      this.log.info({ count: orphans.length, first: orphans[0] }, 'deleting objects the metadata does not know');
+      await this.deleteAnnounced(orphans);
+      swept += orphans.length;
+    };
+    for await (const info of this.blobs.list(prefix)) {
+      if (info.lastModified.getTime() > cutoffMs) continue; // young: may belong to an upload in flight
+      batch.push(info.key);
+      if (batch.length >= this.options.batchSize) await flush();
+    }
+    if (batch.length > 0) await flush();
+    return swept;
+  }
+
+  /** Deletes announced blobs, then acknowledges them; any failure leaves them announced. */
+  private async deleteAnnounced(keys: string[]): Promise<void> {
+    const sem = new Semaphore(this.options.concurrency);
+    const results = await Promise.allSettled(
+      keys.map(async (key) => {
+        await sem.acquire();
+        try {
+          await this.blobs.delete(key);
+        } finally {
+          sem.release();
+        }
+      }),
+    );
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    await this.gc.acknowledge(keys);
+  }
+}

@@ -1,0 +1,158 @@
+// The cleaner's queries: picking what nothing references, announcing deletions in gc_log and
+// acknowledging them. Each picking transaction takes the commit barrier exclusively, so it is
+// ordered before or after every upload commit, never interleaved (docs/gc.md).
+import { sql, type Transaction } from 'kysely';
+import type { MetadataStore } from './metadata-store.js';
+import type { Database } from './schema.js';
+import { BLOCK_PREFIX, MAP_PREFIX, blockKey, mapKey } from '../store/keys.js';
+
+const n = (v: unknown): number => (typeof v === 'number' ? v : Number(v));
+
+export class GcStore {
+  constructor(private readonly meta: MetadataStore) {}
+
+  private get db() {
+    return this.meta.db;
+  }
+
+  /** Keys whose deletion was announced but not acknowledged (a cleaner stopped midway). */
+  async pendingKeys(limit: number): Promise<string[]> {
+    const rows = await this.db.selectFrom('gc_log').select('key').where('pending', '=', 1).orderBy('seq').limit(limit).execute();
+    return [...new Set(rows.map((r) => r.key))];
+  }
+
+  /**
+   * Removes up to `limit` contents that no file names and that have been unreferenced since
+   * before `cutoffMs`; gives their blocks back and announces their maps. Returns map keys.
+   */
+  async takeUnreferencedContents(cutoffMs: number, limit: number): Promise<string[]> {
+    return this.db.transaction().execute(async (tx) => {
+      await this.meta.gcBarrier(tx, 'exclusive');
+      const candidates = await tx
+        .selectFrom('contents')
+        .select('hash')
+        .where('ref_count', '=', 0)
+        .where('updated_at', '<=', cutoffMs)
+        // Fail closed: a content some file still names is never taken, whatever its count says.
+        .where(({ not, exists, selectFrom }) =>
+          not(exists(selectFrom('files').select('path').whereRef('files.content_hash', '=', 'contents.hash'))),
+        )
+        .orderBy('hash')
+        .limit(limit)
+        .execute();
+      if (candidates.length === 0) return [];
+      const hashes = candidates.map((c) => c.hash);
+      const deleted = (await tx.deleteFrom('contents').where('hash', 'in', hashes).where('ref_count', '=', 0).returning('hash').execute()).map(
+        (r) => r.hash,
+      );
+      if (deleted.length === 0) return [];
+      const now = Date.now();
+      // Each deleted content held one reference on each distinct block it names.
+      await sql`
+        update blocks set
+          ref_count = ref_count - (
+            select count(distinct cb.content_hash) from content_blocks cb
+            where cb.block_hash = blocks.hash and cb.content_hash in (${sql.join(deleted)})
+          ),
+          updated_at = ${now}
+        where hash in (select block_hash from content_blocks where content_hash in (${sql.join(deleted)}))
+      `.execute(tx);
+      await tx.deleteFrom('content_blocks').where('content_hash', 'in', deleted).execute();
+      const keys = deleted.map(mapKey);
+      await announce(tx, keys, now);
+      return keys;
+    });
+  }
+
+  /** Removes up to `limit` blocks no content names, unreferenced since before `cutoffMs`; returns their keys. */
+  async takeUnreferencedBlocks(cutoffMs: number, limit: number): Promise<string[]> {
+    return this.db.transaction().execute(async (tx) => {
+      await this.meta.gcBarrier(tx, 'exclusive');
+      const candidates = await tx
+        .selectFrom('blocks')
+        .select('hash')
+        .where('ref_count', '=', 0)
+        .where('updated_at', '<=', cutoffMs)
+        .where(({ not, exists, selectFrom }) =>
+          not(exists(selectFrom('content_blocks').select('idx').whereRef('content_blocks.block_hash', '=', 'blocks.hash'))),
+        )
+        .orderBy('hash')
+        .limit(limit)
+        .execute();
+      if (candidates.length === 0) return [];
+      const deleted = await tx
+        .deleteFrom('blocks')
+        .where('hash', 'in', candidates.map((c) => c.hash))
+        .where('ref_count', '=', 0)
+        .returning('hash')
+        .execute();
+      const keys = deleted.map((r) => blockKey(r.hash));
+      await announce(tx, keys, Date.now());
+      return keys;
+    });
+  }
+
+  /**
+   * Of these blob keys (found in the bucket), announces and returns those the metadata does not
+   * know: crash leftovers. Keys that are not `blocks/<hex>` or `maps/<hex>` are never taken.
+   */
+  async takeOrphans(keys: string[]): Promise<string[]> {
+    const parse = (prefix: string) =>
+      keys.filter((k) => k.startsWith(prefix) && /^[0-9a-f]{64}$/.test(k.slice(prefix.length))).map((k) => k.slice(prefix.length));
+    const blockHashes = parse(BLOCK_PREFIX);
+    const mapHashes = parse(MAP_PREFIX);
+    if (blockHashes.length + mapHashes.length === 0) return [];
+    return this.db.transaction().execute(async (tx) => {
+      await this.meta.gcBarrier(tx, 'exclusive');
+      const knownBlocks = blockHashes.length
+        ? new Set((await tx.selectFrom('blocks').select('hash').where('hash', 'in', blockHashes).execute()).map((r) => r.hash))
+        : new Set<string>();
+      const knownMaps = mapHashes.length
+        ? new Set((await tx.selectFrom('contents').select('hash').where('hash', 'in', mapHashes).execute()).map((r) => r.hash))
+        : new Set<string>();
+      const orphans = [
+        ...blockHashes.filter((h) => !knownBlocks.has(h)).map(blockKey),
+        ...mapHashes.filter((h) => !knownMaps.has(h)).map(mapKey),
+      ];
+      await announce(tx, orphans, Date.now());
+      return orphans;
+    });
+  }
+
+  /** Acknowledges deletions that completed: clears pending and logs a newer 'done' row. */
+  async acknowledge(keys: string[]): Promise<void> {
+    if (keys.length === 0) return;
+    await this.db.transaction().execute(async (tx) => {
+      await tx.updateTable('gc_log').set({ pending: 0 }).where('key', 'in', keys).where('pending', '=', 1).execute();
+      const now = Date.now();
+      await tx.insertInto('gc_log').values(keys.map((key) => ({ key, pending: 0, created_at: now }))).execute();
+    });
+  }
+
+  /** Drops acknowledged log rows older than `cutoffMs`, remembering how far it pruned. */
+  async prune(cutoffMs: number): Promise<number> {
+    return this.db.transaction().execute(async (tx) => {
+      const top = await tx
+        .selectFrom('gc_log')
+        .select((eb) => eb.fn.max('seq').as('m'))
+        .where('pending', '=', 0)
+        .where('created_at', '<', cutoffMs)
+        .executeTakeFirst();
+      const through = n(top?.m ?? 0);
+      if (!through) return 0;
+      const r = await tx.deleteFrom('gc_log').where('seq', '<=', through).where('pending', '=', 0).executeTakeFirst();
+      await tx
+        .updateTable('gc_state')
+        .set({ pruned_through: sql`case when pruned_through > ${through} then pruned_through else ${through} end` })
+        .where('id', '=', 1)
+        .execute();
+      return Number(r.numDeletedRows);
+    });
+  }
+}
+
+async function announce(tx: Transaction<Database>, keys: string[], now: number): Promise<void> {
+  for (let i = 0; i < keys.length; i += 500) {
+    await tx.insertInto('gc_log').values(keys.slice(i, i + 500).map((key) => ({ key, pending: 1, created_at: now }))).execute();
+  }
+}
