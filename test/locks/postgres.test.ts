@@ -1,0 +1,75 @@
+// PostgreSQL advisory locks: stable ids, exclusion across separate pools (as across
+// instances), and a clear 503 when the wait times out.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AppError } from '../../src/errors.js';
+import { createPgPool } from '../../src/meta/postgres.js';
+import { advisoryLockId, PostgresLockManager } from '../../src/locks/postgres.js';
+import { uid } from '../support/ft.js';
+import { pgFromInject } from '../support/s3-client.js';
+
+describe('PostgresLockManager', () => {
+  let a: PostgresLockManager;
+  let b: PostgresLockManager;
+  beforeAll(() => {
+    const pg = pgFromInject();
+    const opts = { ...pg, maxConnections: 4 };
+    a = new PostgresLockManager(createPgPool(opts), 5_000);
+    b = new PostgresLockManager(createPgPool(opts), 5_000);
+  });
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+  });
+
+  it('derives the same lock id on every build (pinned values)', () => {
+    expect(advisoryLockId('path:a.txt')).toBe('-6814242750605524392');
+    expect(advisoryLockId(`content:${'0'.repeat(64)}`)).toBe('-1761512382810383942');
+  });
+
+  it('excludes a second holder from another pool until the first releases', async () => {
+    const key = `path:lock-${uid()}`;
+    const order: string[] = [];
+    let releaseFirst!: () => void;
+    const firstHolds = new Promise<void>((r) => (releaseFirst = r));
+    let firstIn!: () => void;
+    const firstEntered = new Promise<void>((r) => (firstIn = r));
+    const first = a.withLocks([key], async () => {
+      order.push('a in');
+      firstIn();
+      await firstHolds;
+      order.push('a out');
+    });
+    await firstEntered;
+    const second = b.withLocks([key], async () => {
+      order.push('b in');
+    });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(order).toEqual(['a in']);
+    releaseFirst();
+    await Promise.all([first, second]);
+    expect(order).toEqual(['a in', 'a out', 'b in']);
+  });
+
+  it('answers LOCK_TIMEOUT (503) when the wait exceeds the timeout, and releases on error', async () => {
+    const key = `content:lock-${uid()}`;
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let entered!: () => void;
+    const inside = new Promise<void>((r) => (entered = r));
+    const holder = a.withLocks([key], async () => {
+      entered();
+      await held;
+    });
+    await inside;
+    const err = await b.withLocks([key], async () => 'never', { timeoutMs: 200 }).catch((e) => e);
+    expect(err).toBeInstanceOf(AppError);
+    expect((err as AppError).status).toBe(503);
+    expect((err as AppError).message).toMatch(/timed out after 200 ms/);
+    release();
+    await holder;
+    await expect(a.withLocks([key], async () => {
+      throw new Error('boom');
+    })).rejects.toThrow('boom');
+    expect(await b.withLocks([key], async () => 'free')).toBe('free');
+  });
+});
