@@ -80,6 +80,7 @@ export async function openRuntime(config: Config): Promise<Runtime> {
       readAhead: config.readAhead,
       compressionLevel: config.compressionLevel,
       lockTimeoutMs: config.lockTimeoutMs,
+      blockCacheBytes: config.blockCacheBytes,
     },
     moduleLogger('store'),
   );

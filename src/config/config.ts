@@ -51,6 +51,8 @@ export interface Config {
   compressionLevel: number;
   /** ms a request waits for a lock before answering 503 */
   lockTimeoutMs: number;
+  /** bytes of hot blocks kept in memory for repeated GETs (0 disables) */
+  blockCacheBytes: number;
   /** ms SIGTERM waits for requests in flight before closing anyway */
   shutdownGraceMs: number;
 }
@@ -95,6 +97,7 @@ export const ENV_VARS: Record<string, string> = {
   UPLOAD_CONCURRENCY: 'blocks in flight per upload (8)', READ_AHEAD: 'blocks fetched ahead per download (4)',
   COMPRESSION_LEVEL: 'deflate level 1..9 (6)', LOCK_TIMEOUT_MS: 'lock wait before 503 (30000)',
   SHUTDOWN_GRACE_MS: 'SIGTERM wait for requests in flight (30000)',
+  BLOCK_CACHE_BYTES: 'memory for hot blocks served to repeated GETs (67108864 = 64 MiB; 0 disables)',
 };
 
 /**
@@ -208,6 +211,7 @@ export function loadConfig(options: { configFile?: string; env?: Env } = {}): Co
     readAhead: int('READ_AHEAD', 4, 1, 256, file.read_ahead),
     compressionLevel: int('COMPRESSION_LEVEL', 6, 1, 9, file.compression_level),
     lockTimeoutMs: int('LOCK_TIMEOUT_MS', 30_000, 1, 3_600_000, file.lock_timeout_ms),
+    blockCacheBytes: int('BLOCK_CACHE_BYTES', 64 << 20, 0, 64 << 30, file.block_cache_bytes),
     shutdownGraceMs: int('SHUTDOWN_GRACE_MS', 30_000, 0, 3_600_000, file.shutdown_grace_ms),
   };
 

@@ -20,6 +20,7 @@ import { contentKey, pathKey } from '../locks/lock-manager.js';
 import type { Logger } from '../log.js';
 import type { BlockRef, DeleteOutcome, FileWithContent, MetadataStore, PutOutcome } from '../meta/metadata-store.js';
 import type { ChunkerParams } from './chunker.js';
+import { BlockCache } from './block-cache.js';
 import { encodeContentMap } from './content-map.js';
 import { DEFLATE_END, GZIP_HEADER, gzipMemberLength, gzipTrailer } from './gzip-member.js';
 import { ingest } from './ingest.js';
@@ -35,6 +36,8 @@ export interface FileStoreOptions {
   compressionLevel: number;
   /** Longest wait for a path/content lock, ms. */
   lockTimeoutMs: number;
+  /** bytes of hot segments kept in memory for repeated reads; 0 disables */
+  blockCacheBytes: number;
 }
 
 export const DEFAULT_FILE_STORE_OPTIONS: Omit<FileStoreOptions, 'chunker'> = {
@@ -42,6 +45,7 @@ export const DEFAULT_FILE_STORE_OPTIONS: Omit<FileStoreOptions, 'chunker'> = {
   readAhead: 4,
   compressionLevel: 6,
   lockTimeoutMs: 30_000,
+  blockCacheBytes: 64 << 20, // 64 MiB
 };
 
 export interface PutRequest {
@@ -64,13 +68,17 @@ export interface StoredFile extends FileWithContent {
 }
 
 export class FileStore {
+  private readonly cache: BlockCache;
+
   constructor(
     private readonly meta: MetadataStore,
     private readonly blobs: BlobStore,
     private readonly locks: LockManager,
     private readonly options: FileStoreOptions,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.cache = new BlockCache(options.blockCacheBytes);
+  }
 
   /** Stores the body under `path` at `version` (ignored when a newer version stands). */
   async put(req: PutRequest): Promise<PutOutcome & { contentHash: string; blocksWritten: number; blocksReused: number }> {
@@ -148,9 +156,11 @@ export class FileStore {
     yield GZIP_HEADER;
     const ahead: Array<Promise<Buffer>> = [];
     let next = 0;
+    // Large files stream past the cache so one big download cannot evict every hot block.
+    const cacheable = file.storedSize <= this.cache.capacity / 8;
     const fetchNext = () => {
       const b = blocks[next++];
-      const p = this.fetchSegment(b, signal);
+      const p = this.fetchSegment(b, cacheable, signal);
       p.catch(() => {}); // awaited in order below
       ahead.push(p);
     };
@@ -169,11 +179,14 @@ export class FileStore {
     yield gzipTrailer(file.crc32, file.logicalSize);
   }
 
-  private async fetchSegment(b: BlockRef, signal?: AbortSignal): Promise<Buffer> {
+  private async fetchSegment(b: BlockRef, cacheable: boolean, signal?: AbortSignal): Promise<Buffer> {
+    const cached = this.cache.get(b.hash);
+    if (cached) return cached;
     const data = await this.blobs.get(blockKey(b.hash), signal);
     if (data.length !== b.storedSize) {
       throw new AppError('INTERNAL', `block ${b.hash} has ${data.length} stored bytes, metadata says ${b.storedSize}`);
     }
+    if (cacheable) this.cache.set(b.hash, data);
     return data;
   }
 }
