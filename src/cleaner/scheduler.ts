@@ -2,6 +2,7 @@
 // on CLEANER_FULL_SCAN_CRON. A failed pass is logged and retried at the next tick.
 import { Cron } from 'croner';
 import type { Logger } from '../log.js';
+import { recordCleanerRun } from '../metrics/metrics.js';
 import type { Cleaner } from './cleaner.js';
 
 export interface ScheduleOptions {
@@ -44,8 +45,10 @@ export class CleanerScheduler {
 
   private async runOnce(fullScan: boolean): Promise<void> {
     try {
-      await this.cleaner.run({ fullScan });
+      const r = await this.cleaner.run({ fullScan });
+      recordCleanerRun({ result: 'success', blocksDeleted: r.blocks, mapsDeleted: r.maps, orphansDeleted: r.orphans });
     } catch (err) {
+      recordCleanerRun({ result: 'error' });
       this.log.error({ err, fullScan }, 'cleaner pass failed; nothing more was deleted, the next pass resumes');
     }
   }

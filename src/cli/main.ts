@@ -1,18 +1,27 @@
 #!/usr/bin/env node
-// The s3dedup command line: `server` now; migrations and maintenance commands come later.
+// The s3dedup command line: `server`, `cleanup`, `fsck`; the migration commands come later.
 import { parseArgs } from 'node:util';
 import { ConfigError, ENV_VARS, loadConfig } from '../config/config.js';
 import { configureLogger } from '../log.js';
+import { formatFsckReport, runFsck } from '../maintenance/fsck.js';
+import { openRuntime } from '../runtime.js';
 import { startServer } from '../server.js';
 
 const USAGE = `usage: s3dedup <command> [options]
 
 commands:
   server        run the Filetracker v2 proxy (http://LISTEN_ADDRESS:LISTEN_PORT/ft)
+  cleanup       run one cleaner pass (deletes unreferenced blocks and maps older than
+                CLEANER_GRACE_SECONDS) and print what it deleted; exit 0, or 1 on an error
+                (nothing more is deleted after an error; the next pass resumes)
+  fsck          check reference counts, blobs and sizes against each other; exit 0 when clean,
+                1 when a problem was found (or fsck could not finish), 2 on a usage error
 
 options:
   -c, --config FILE   JSON config file (s3dedup format); environment variables override it
   -e, --env           configure from environment variables only (the default without -c)
+      --repair        (fsck) rewrite wrong reference counts; nothing else is ever changed
+      --full-scan     (cleanup) also delete blocks/ and maps/ objects the metadata does not know
   -h, --help          this help
 
 environment:
@@ -27,12 +36,26 @@ async function main(argv: string[]): Promise<number> {
   }
   const { values } = parseArgs({
     args: rest,
-    options: { config: { type: 'string', short: 'c' }, env: { type: 'boolean', short: 'e' }, help: { type: 'boolean', short: 'h' } },
+    options: {
+      config: { type: 'string', short: 'c' },
+      env: { type: 'boolean', short: 'e' },
+      help: { type: 'boolean', short: 'h' },
+      repair: { type: 'boolean' },
+      'full-scan': { type: 'boolean' },
+    },
     strict: true,
   });
   if (values.help) {
     process.stdout.write(USAGE);
     return 0;
+  }
+  if (values.repair && command !== 'fsck') {
+    process.stderr.write(`--repair is an option of fsck only\n\n${USAGE}`);
+    return 2;
+  }
+  if (values['full-scan'] && command !== 'cleanup') {
+    process.stderr.write(`--full-scan is an option of cleanup only\n\n${USAGE}`);
+    return 2;
   }
   const config = loadConfig({ configFile: values.config });
   configureLogger({ level: config.logLevel, json: config.logJson });
@@ -51,6 +74,29 @@ async function main(argv: string[]): Promise<number> {
       process.once('SIGTERM', onSignal);
       process.once('SIGINT', onSignal);
       return new Promise<number>(() => {}); // runs until a signal
+    }
+    case 'cleanup': {
+      const runtime = await openRuntime(config);
+      try {
+        const report = await runtime.cleaner.run({ fullScan: values['full-scan'] ?? false });
+        process.stdout.write(
+          `cleanup: deleted ${report.maps} maps, ${report.blocks} blocks, ${report.orphans} unknown objects` +
+            `${report.resumed ? `, finished ${report.resumed} interrupted deletions` : ''} in ${report.durationMs} ms\n`,
+        );
+        return 0;
+      } finally {
+        await runtime.close();
+      }
+    }
+    case 'fsck': {
+      const runtime = await openRuntime(config);
+      try {
+        const report = await runFsck(runtime, { repair: values.repair ?? false, print: (line) => process.stderr.write(`${line}\n`) });
+        process.stdout.write(formatFsckReport(report));
+        return report.clean ? 0 : 1;
+      } finally {
+        await runtime.close();
+      }
     }
     default:
       process.stderr.write(`unknown command: ${command}\n\n${USAGE}`);

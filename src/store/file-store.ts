@@ -20,6 +20,7 @@ import { contentKey, pathKey } from '../locks/lock-manager.js';
 import type { Logger } from '../log.js';
 import type { BlockRef, DeleteOutcome, FileWithContent, MetadataStore, PutOutcome } from '../meta/metadata-store.js';
 import type { ChunkerParams } from './chunker.js';
+import { recordLockWait, recordUpload } from '../metrics/metrics.js';
 import { BlockCache } from './block-cache.js';
 import { encodeContentMap } from './content-map.js';
 import { DEFLATE_END, GZIP_HEADER, gzipMemberLength, gzipTrailer } from './gzip-member.js';
@@ -105,7 +106,7 @@ export class FileStore {
         signal: req.signal,
       });
     }
-    const outcome = await this.locks.withLocks(
+    const outcome = await this.locked(
       [pathKey(req.path), contentKey(result.hash)],
       () =>
         this.meta.commitPut(
@@ -114,8 +115,14 @@ export class FileStore {
           { hash: result.hash, logicalSize: result.logicalSize, storedSize: result.storedSize, crc32: result.crc32, blocks: result.blocks },
           { startSeq, mapWritten },
         ),
-      { timeoutMs: this.options.lockTimeoutMs, signal: req.signal },
+      req.signal,
     );
+    recordUpload({
+      logicalBytes: result.logicalSize,
+      storedBytesWritten: result.storedBytesWritten,
+      blocksWritten: result.written,
+      blocksReused: result.reused.length,
+    });
     this.log.debug(
       { path: req.path, version: req.version, applied: outcome.applied, size: result.logicalSize, blocks: result.blocks.length, written: result.written },
       'put',
@@ -140,10 +147,25 @@ export class FileStore {
   }
 
   async delete(path: string, version: number, signal?: AbortSignal): Promise<DeleteOutcome> {
-    return this.locks.withLocks([pathKey(path)], () => this.meta.commitDelete(path, version), {
-      timeoutMs: this.options.lockTimeoutMs,
-      signal,
-    });
+    return this.locked([pathKey(path)], () => this.meta.commitDelete(path, version), signal);
+  }
+
+  /** Runs a metadata commit under `keys`, recording how long the locks took. */
+  private async locked<T>(keys: string[], commit: () => Promise<T>, signal?: AbortSignal): Promise<T> {
+    const t0 = performance.now();
+    try {
+      return await this.locks.withLocks(
+        keys,
+        () => {
+          recordLockWait((performance.now() - t0) / 1000, false);
+          return commit();
+        },
+        { timeoutMs: this.options.lockTimeoutMs, signal },
+      );
+    } catch (err) {
+      if (err instanceof AppError && err.code === 'LOCK_TIMEOUT') recordLockWait((performance.now() - t0) / 1000, true);
+      throw err;
+    }
   }
 
   /** Paths (relative to `dir`) of files under `dir` with version <= maxVersion. */

@@ -37,6 +37,8 @@ export interface IngestResult {
   reused: string[];
   /** Blocks this upload wrote. */
   written: number;
+  /** Stored bytes of the blocks this upload wrote. */
+  storedBytesWritten: number;
 }
 
 /** Streams `body` into the blob store as blocks; commits no metadata. */
@@ -54,6 +56,7 @@ export async function ingest(body: Readable, o: IngestOptions): Promise<IngestRe
   const blocks: BlockRef[] = [];
   const reused = new Set<string>();
   let written = 0;
+  let storedBytesWritten = 0;
   const started = new Map<string, Promise<number>>();
   const sem = new Semaphore(o.concurrency);
   let failure: unknown = null;
@@ -69,6 +72,7 @@ export async function ingest(body: Readable, o: IngestOptions): Promise<IngestRe
       const segment = await compressSegment(data, o.compressionLevel);
       await o.blobs.put(blockKey(hash), segment.data, { signal: o.signal });
       written++;
+      storedBytesWritten += segment.data.length;
       return segment.data.length;
     } catch (err) {
       failure ??= err;
@@ -125,6 +129,7 @@ export async function ingest(body: Readable, o: IngestOptions): Promise<IngestRe
     blocks,
     reused: [...reused],
     written,
+    storedBytesWritten,
   };
 }
 
