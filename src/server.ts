@@ -1,7 +1,7 @@
 // Runs the HTTP server; on SIGTERM/SIGINT stops accepting, lets requests in flight finish
 // (up to shutdownGraceMs), then closes the stores.
 import type { AddressInfo } from 'node:net';
-import type { Server } from 'node:http';
+import type { Server, ServerResponse } from 'node:http';
 import { serve } from '@hono/node-server';
 import { CleanerScheduler } from './cleaner/scheduler.js';
 import type { Config } from './config/config.js';
@@ -38,11 +38,25 @@ export async function startServer(config: Config): Promise<RunningServer> {
   );
 
   let stopping: Promise<void> | null = null;
+  // While stopping, every response closes its connection, and idle keep-alive sockets are
+  // closed as soon as their response ends, so clients move on instead of being served on.
+  const inFlight = new Set<ServerResponse>();
+  const closeAfter = (res: ServerResponse) => {
+    res.shouldKeepAlive = false;
+    if (!res.headersSent) res.setHeader('Connection', 'close');
+  };
+  server.on('request', (_req, res: ServerResponse) => {
+    if (stopping) return closeAfter(res);
+    inFlight.add(res);
+    res.once('close', () => inFlight.delete(res));
+  });
   const stop = () =>
     (stopping ??= (async () => {
       log.info('shutting down: no new connections, finishing requests in flight');
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
+      for (const res of inFlight) closeAfter(res);
+      const sweeper = setInterval(() => server.closeIdleConnections(), 100);
       const timer = setTimeout(() => {
         log.warn('shutdown grace period over; closing remaining connections');
         server.closeAllConnections();
@@ -50,6 +64,7 @@ export async function startServer(config: Config): Promise<RunningServer> {
       await scheduler?.stop();
       await closed;
       clearTimeout(timer);
+      clearInterval(sweeper);
       await runtime.close();
       log.info('stopped');
     })());

@@ -85,7 +85,7 @@ export const ENV_VARS: Record<string, string> = {
   S3_ENDPOINT: 'S3 endpoint URL', S3_ACCESS_KEY: 'access key', S3_SECRET_KEY: 'secret key',
   S3_REGION: 'region (us-east-1)', S3_FORCE_PATH_STYLE: 'path-style addressing (true)',
   DATA_DIR: 'embedded default home (./data)', LOCAL_FSYNC: 'fsync local blobs (false)',
-  MAX_INMEMORY_SIZE: 'bytes (compatibility; uploads always stream)', TEMP_DIR: 'scratch directory (os tmp)',
+  MAX_INMEMORY_SIZE: 'bytes (compatibility; uploads always stream)', TEMP_DIR: 'scratch directory (<DATA_DIR>/tmp)',
   CLEANER_ENABLED: 'run the cleaner in the server (true)', CLEANER_INTERVAL: 'seconds between passes (3600)',
   CLEANER_BATCH_SIZE: 'deletions decided per transaction (1000)', CLEANER_CONCURRENCY: 'blob deletions in flight (8)',
   CLEANER_FULL_SCAN_CRON: "cron of full scans for unknown objects ('0 3 * * *'; '' = never)",
@@ -122,8 +122,10 @@ export function loadConfig(options: { configFile?: string; env?: Env } = {}): Co
     const v = pick(env[name], ...fallbacks);
     return v === undefined ? undefined : String(v);
   };
+  // For typed values an empty variable means "not set" (the file or the default applies).
+  const typed = (name: string, fileVals: unknown[]) => pick(env[name] === '' ? undefined : env[name], ...fileVals);
   const int = (name: string, def: number, min: number, max: number, ...fileVals: unknown[]): number => {
-    const raw = pick(env[name], ...fileVals);
+    const raw = typed(name, fileVals);
     if (raw === undefined || raw === '') return def;
     const v = Number(raw);
     if (!Number.isInteger(v) || v < min || v > max) {
@@ -133,7 +135,7 @@ export function loadConfig(options: { configFile?: string; env?: Env } = {}): Co
     return v;
   };
   const bool = (name: string, def: boolean, ...fileVals: unknown[]): boolean => {
-    const raw = pick(env[name], ...fileVals);
+    const raw = typed(name, fileVals);
     if (raw === undefined || raw === '') return def;
     if (raw === true || raw === false) return raw;
     const t = String(raw).toLowerCase();
@@ -143,7 +145,7 @@ export function loadConfig(options: { configFile?: string; env?: Env } = {}): Co
     return def;
   };
   const oneOf = <T extends string>(name: string, allowed: readonly T[], def: T, ...fileVals: unknown[]): T => {
-    const raw = pick(env[name], ...fileVals);
+    const raw = typed(name, fileVals);
     if (raw === undefined || raw === '') return def;
     if (!allowed.includes(String(raw) as T)) {
       problems.push(`${name} must be one of ${allowed.join(', ')}, got ${JSON.stringify(raw)}`);
@@ -211,7 +213,7 @@ export function loadConfig(options: { configFile?: string; env?: Env } = {}): Co
     readAhead: int('READ_AHEAD', 4, 1, 256, file.read_ahead),
     compressionLevel: int('COMPRESSION_LEVEL', 6, 1, 9, file.compression_level),
     lockTimeoutMs: int('LOCK_TIMEOUT_MS', 30_000, 1, 3_600_000, file.lock_timeout_ms),
-    blockCacheBytes: int('BLOCK_CACHE_BYTES', 64 << 20, 0, 64 << 30, file.block_cache_bytes),
+    blockCacheBytes: int('BLOCK_CACHE_BYTES', 64 << 20, 0, 64 * 2 ** 30, file.block_cache_bytes),
     shutdownGraceMs: int('SHUTDOWN_GRACE_MS', 30_000, 0, 3_600_000, file.shutdown_grace_ms),
   };
 

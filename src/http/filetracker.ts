@@ -18,6 +18,11 @@ function rawPathAfter(c: Context, prefix: string): string {
   const target = rawRequestTarget(c);
   const q = target.indexOf('?');
   const pathname = q < 0 ? target : target.slice(0, q);
+  // The router matched a normalised URL; a raw one spelled differently ('/ft/./files/x',
+  // '/ft/%66iles/x') would be cut at the wrong place, so it is refused instead.
+  if (!pathname.startsWith(prefix)) {
+    throw new AppError('BAD_PATH', `the URL path must start with ${prefix} written literally`);
+  }
   return pathname.slice(prefix.length);
 }
 

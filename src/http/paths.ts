@@ -26,8 +26,14 @@ export function decodeDirPath(raw: string): string {
   if (path.endsWith('/')) path = path.slice(0, -1);
   if (path === '') return '';
   if (path.includes('\0')) throw new AppError('BAD_PATH', 'path contains a NUL character');
-  const segments = path.split('/');
+  // '.' segments name the same file as without them, as on the Python server's disk.
+  let segments = path.split('/');
   if (segments.includes('..')) throw new AppError('BAD_PATH', 'Path cannot contain "..".');
+  if (segments.includes('.')) {
+    segments = segments.filter((seg) => seg !== '.');
+    path = segments.join('/');
+    if (path === '') return '';
+  }
   if (segments.includes('')) throw new AppError('BAD_PATH', 'path contains an empty segment ("//")');
   if (Buffer.byteLength(path) > MAX_PATH_BYTES) throw new AppError('BAD_PATH', `path is longer than ${MAX_PATH_BYTES} bytes`);
   return path;

@@ -28,6 +28,7 @@ export class MemoryLockManager implements LockManager {
   async close(): Promise<void> {}
 
   private acquire(key: string, { timeoutMs = this.defaultTimeoutMs, signal }: LockOptions): Promise<void> {
+    if (signal?.aborted) return Promise.reject(new AppError('CLIENT_ABORTED', 'request aborted before taking a lock'));
     const queue = this.held.get(key);
     if (!queue) {
       this.held.set(key, []);
