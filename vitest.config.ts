@@ -8,5 +8,7 @@ export default defineConfig({
     hookTimeout: 120_000,
     // Native modules (better-sqlite3) and child processes behave better in forks than threads.
     pool: 'forks',
+    // In-process servers log at the level the test asks for; expected 5xx noise stays out.
+    env: { LOG_LEVEL: process.env.LOG_LEVEL ?? 'silent' },
   },
 });

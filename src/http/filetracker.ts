@@ -125,8 +125,13 @@ export function filetrackerRoutes(store: FileStore, log: Logger): Hono {
       if (parsed === null) throw new AppError('BAD_VERSION', `not an RFC 2822 date: ${JSON.stringify(cutoffText)}`);
       cutoff = parsed;
     }
+    // The first page is read before answering, so a database error is a 500, not a cut-off 200.
+    const paths = store.list(dir, cutoff);
+    const first = await paths.next();
     const lines = (async function* () {
-      for await (const rel of store.list(dir, cutoff)) yield Buffer.from(`${rel}\n`);
+      if (first.done) return;
+      yield Buffer.from(`${first.value}\n`);
+      for await (const rel of paths) yield Buffer.from(`${rel}\n`);
     })();
     const body = Readable.from(lines, { objectMode: false });
     return new Response(Readable.toWeb(body) as unknown as ReadableStream, {

@@ -136,14 +136,20 @@ export class FileStore {
     return { ...f, gzipLength: GZIP_HEADER.length + f.storedSize + DEFLATE_END.length + 8 };
   }
 
-  /** The file as one gzip member, streamed block by block with a bounded read-ahead. */
+  /**
+   * The file as one gzip member, streamed block by block with a bounded read-ahead. The first
+   * block is fetched before this resolves, so an unreadable blob store fails the request with
+   * a 5xx instead of a 200 that breaks off after the header.
+   */
   async openGzip(file: StoredFile, signal?: AbortSignal): Promise<Readable> {
     const blocks = await this.meta.getContentBlocks(file.contentHash);
     const expected = gzipMemberLength(blocks.map((b) => b.storedSize));
     if (blocks.length !== file.blockCount || expected !== file.gzipLength) {
       throw new AppError('INTERNAL', `metadata of ${file.path} is inconsistent (block list does not match the content record)`);
     }
-    return Readable.from(this.gzipChunks(file, blocks, signal), { objectMode: false, highWaterMark: 1 << 20 });
+    const segments = this.readAhead(file, blocks, signal);
+    const first = await segments.next();
+    return Readable.from(this.gzipChunks(file, first, segments), { objectMode: false, highWaterMark: 1 << 20 });
   }
 
   async delete(path: string, version: number, signal?: AbortSignal): Promise<DeleteOutcome> {
@@ -174,31 +180,33 @@ export class FileStore {
     for await (const f of this.meta.listFiles(prefix, maxVersion)) yield f.path.slice(prefix.length);
   }
 
-  private async *gzipChunks(file: StoredFile, blocks: BlockRef[], signal?: AbortSignal): AsyncGenerator<Buffer> {
+  private async *gzipChunks(file: StoredFile, first: IteratorResult<Buffer>, rest: AsyncGenerator<Buffer>): AsyncGenerator<Buffer> {
     yield GZIP_HEADER;
+    if (!first.done) {
+      yield first.value;
+      yield* rest;
+    }
+    yield DEFLATE_END;
+    yield gzipTrailer(file.crc32, file.logicalSize);
+  }
+
+  /** The stored segments in order, at most `readAhead` fetches in flight. */
+  private async *readAhead(file: StoredFile, blocks: BlockRef[], signal?: AbortSignal): AsyncGenerator<Buffer> {
     const ahead: Array<Promise<Buffer>> = [];
     let next = 0;
     // Large files stream past the cache so one big download cannot evict every hot block.
     const cacheable = file.storedSize <= this.cache.capacity / 8;
     const fetchNext = () => {
-      const b = blocks[next++];
-      const p = this.fetchSegment(b, cacheable, signal);
+      const p = this.fetchSegment(blocks[next++], cacheable, signal);
       p.catch(() => {}); // awaited in order below
       ahead.push(p);
     };
-    try {
-      while (next < blocks.length && ahead.length < this.options.readAhead) fetchNext();
-      while (ahead.length > 0) {
-        const data = await ahead.shift()!;
-        if (next < blocks.length) fetchNext();
-        yield data;
-      }
-    } finally {
-      // A client that went away leaves at most readAhead fetches to settle on their own.
-      ahead.length = 0;
+    while (next < blocks.length && ahead.length < this.options.readAhead) fetchNext();
+    while (ahead.length > 0) {
+      const data = await ahead.shift()!;
+      if (next < blocks.length) fetchNext();
+      yield data;
     }
-    yield DEFLATE_END;
-    yield gzipTrailer(file.crc32, file.logicalSize);
   }
 
   private async fetchSegment(b: BlockRef, cacheable: boolean, signal?: AbortSignal): Promise<Buffer> {
