@@ -1,4 +1,4 @@
-// MetadataStore on in-memory SQLite: the reference-count rules written at the top of
+// MetadataStore on SQLite (in memory) and PostgreSQL (a fresh schema): the reference-count rules written at the top of
 // src/meta/metadata-store.ts, version rules, the commit guard against blobs collected during
 // an upload, and paged listing.
 import { createHash } from 'node:crypto';
@@ -9,7 +9,11 @@ import { configureLogger } from '../../src/log.js';
 import { MetadataStore, type BlockRef, type CommitGuard, type ContentRecord } from '../../src/meta/metadata-store.js';
 import { migrateToLatest } from '../../src/meta/migrate.js';
 import type { Database } from '../../src/meta/schema.js';
+import { openPostgres } from '../../src/meta/postgres.js';
 import { openSqlite } from '../../src/meta/sqlite.js';
+import { uid } from '../support/ft.js';
+import { dropSchema } from '../support/postgres.js';
+import { pgFromInject } from '../support/s3-client.js';
 
 /** An upload that started on an empty gc log and wrote its own map. */
 const FRESH: CommitGuard = { startSeq: 0, mapWritten: true };
@@ -35,17 +39,32 @@ function content(name: string, blockNames: string[]): ContentRecord {
 
 configureLogger({ level: 'silent' }); // migrateToLatest logs every migration at info
 
-describe('MetadataStore (SQLite :memory:)', () => {
+const ENGINES = [
+  { name: 'SQLite :memory:', open: async () => ({ db: openSqlite(':memory:'), drop: async () => {} }) },
+  {
+    name: 'PostgreSQL',
+    open: async () => {
+      const info = pgFromInject();
+      const schema = `m_${uid()}${uid()}`;
+      const db = await openPostgres({ ...info, maxConnections: 4, schema });
+      return { db, drop: () => dropSchema(info, schema) };
+    },
+  },
+];
+
+describe.each(ENGINES)('MetadataStore ($name)', ({ open }) => {
   let db: Kysely<Database>;
   let meta: MetadataStore;
+  let drop: () => Promise<void>;
 
   beforeEach(async () => {
-    db = openSqlite(':memory:');
+    ({ db, drop } = await open());
     await migrateToLatest(db);
     meta = new MetadataStore(db);
   });
   afterEach(async () => {
     await meta.close();
+    await drop();
   });
 
   const contentRef = async (c: ContentRecord) =>
