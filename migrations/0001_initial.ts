@@ -1,14 +1,11 @@
 // Initial schema: the namespace (files), contents with their block lists, and blocks, each
 // content and block carrying a reference count. Portable Kysely schema (SQLite and PostgreSQL).
 import { sql, type Kysely } from 'kysely';
+import { isPostgres } from '../src/meta/dialect.js';
 
 /** Paths compare byte-wise (UTF-8 order) on both engines so prefix range scans are exact. */
 function pathType(db: Kysely<any>) {
   return isPostgres(db) ? sql`text collate "C"` : sql`text`;
-}
-
-function isPostgres(db: Kysely<any>): boolean {
-  return db.getExecutor().adapter.constructor.name === 'PostgresAdapter';
 }
 
 export async function up(db: Kysely<any>): Promise<void> {

@@ -3,10 +3,7 @@
 // seq). An upload commit refuses to reference a key with a pending row or with any row newer
 // than the log position it read before it looked for existing blocks (see docs/gc.md).
 import type { Kysely } from 'kysely';
-
-function isPostgres(db: Kysely<any>): boolean {
-  return db.getExecutor().adapter.constructor.name === 'PostgresAdapter';
-}
+import { isPostgres } from '../src/meta/dialect.js';
 
 export async function up(db: Kysely<any>): Promise<void> {
   let table = db.schema.createTable('gc_log');

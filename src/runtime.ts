@@ -70,20 +70,7 @@ export async function openRuntime(config: Config): Promise<Runtime> {
   if (config.kvstorageType === 'postgres' && config.locksType === 'memory') {
     log.warn('LOCKS_TYPE=memory with PostgreSQL metadata: safe for one instance only; use LOCKS_TYPE=postgres for several');
   }
-  const store = new FileStore(
-    meta,
-    blobs,
-    locks,
-    {
-      chunker: config.chunker,
-      uploadConcurrency: config.uploadConcurrency,
-      readAhead: config.readAhead,
-      compressionLevel: config.compressionLevel,
-      lockTimeoutMs: config.lockTimeoutMs,
-      blockCacheBytes: config.blockCacheBytes,
-    },
-    moduleLogger('store'),
-  );
+  const store = new FileStore(meta, blobs, locks, config, moduleLogger('store'));
   const cleaner = new Cleaner(
     meta,
     blobs,

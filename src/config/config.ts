@@ -4,9 +4,11 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cronProblem } from '../cleaner/scheduler.js';
-import { DEFAULT_CHUNKER, validateChunkerParams, type ChunkerParams } from '../store/chunker.js';
+import { DEFAULT_CHUNKER, validateChunkerParams } from '../store/chunker.js';
+import type { FileStoreOptions } from '../store/file-store.js';
 
-export interface Config {
+/** Server settings; the file store's own (chunker, concurrency, cache, ...) are documented in FileStoreOptions. */
+export interface Config extends FileStoreOptions {
   logLevel: string;
   logJson: boolean;
   bucketName: string;
@@ -42,17 +44,6 @@ export interface Config {
   };
   filetrackerUrl?: string;
   filetrackerV1Dir?: string;
-  chunker: ChunkerParams;
-  /** blocks in flight per upload */
-  uploadConcurrency: number;
-  /** blocks fetched ahead per download */
-  readAhead: number;
-  /** deflate level 1..9 for compressible blocks */
-  compressionLevel: number;
-  /** ms a request waits for a lock before answering 503 */
-  lockTimeoutMs: number;
-  /** bytes of hot blocks kept in memory for repeated GETs (0 disables) */
-  blockCacheBytes: number;
   /** ms SIGTERM waits for requests in flight before closing anyway */
   shutdownGraceMs: number;
 }

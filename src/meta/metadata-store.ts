@@ -12,6 +12,7 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { AppError } from '../errors.js';
 import { blockKey, mapKey } from '../store/keys.js';
+import { isPostgres } from './dialect.js';
 import type { Database } from './schema.js';
 
 export interface BlockRef {
@@ -74,7 +75,7 @@ export class MetadataStore {
   readonly isPostgres: boolean;
 
   constructor(readonly db: Kysely<Database>) {
-    this.isPostgres = db.getExecutor().adapter.constructor.name === 'PostgresAdapter';
+    this.isPostgres = isPostgres(db);
   }
 
   async getFile(path: string): Promise<FileWithContent | null> {
