@@ -7,6 +7,10 @@ import { formatFsckReport, runFsck } from '../maintenance/fsck.js';
 import { openRuntime } from '../runtime.js';
 import { startServer } from '../server.js';
 
+// Block writes, compression and gunzip share libuv's thread pool, whose default of 4 threads
+// starves them; the pool starts on first use, which comes after this line.
+process.env.UV_THREADPOOL_SIZE ??= '16';
+
 const USAGE = `usage: s3dedup <command> [options]
 
 commands:

@@ -56,6 +56,12 @@ function fileHeaders(f: StoredFile): Record<string, string> {
   };
 }
 
+/** Content-Length when the client sent a valid one (it always does; chunked bodies have none). */
+function contentLength(c: Context): number | undefined {
+  const text = c.req.header('content-length');
+  return text !== undefined && /^\d{1,15}$/.test(text) ? Number(text) : undefined;
+}
+
 function optionalSize(c: Context): number | undefined {
   const text = c.req.header('logical-size');
   if (text === undefined) return undefined;
@@ -79,14 +85,14 @@ export function filetrackerRoutes(store: FileStore, log: Logger): Hono {
 
   const getOrHead = async (c: Context) => {
     const path = decodeFilePath(rawPathAfter(c, '/ft/files/'));
-    const file = await store.stat(path);
-    if (!file) return c.body(null, 404);
-    const headers = fileHeaders(file);
-    if (c.req.method === 'HEAD') return new Response(null, { status: 200, headers });
-    const signal = requestSignal(c);
-    const body = await store.openGzip(file, signal);
-    body.once('error', (err) => log.error({ err, path }, 'download failed mid-stream'));
-    return streamResponse(c, 200, headers, body);
+    if (c.req.method === 'HEAD') {
+      const file = await store.stat(path);
+      return file ? new Response(null, { status: 200, headers: fileHeaders(file) }) : c.body(null, 404);
+    }
+    const opened = await store.open(path, requestSignal(c));
+    if (!opened) return c.body(null, 404);
+    opened.body.once('error', (err) => log.error({ err, path }, 'download failed mid-stream'));
+    return streamResponse(c, 200, fileHeaders(opened.file), opened.body);
   };
   ft.on('HEAD', '/ft/files/*', getOrHead);
   ft.get('/ft/files/*', getOrHead);
@@ -100,6 +106,7 @@ export function filetrackerRoutes(store: FileStore, log: Logger): Hono {
       path,
       version: v,
       body: requestBody(c),
+      bodyLength: contentLength(c),
       gzip: c.req.header('content-encoding') === 'gzip',
       expectedSha256,
       expectedSize,

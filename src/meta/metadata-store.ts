@@ -105,6 +105,48 @@ export class MetadataStore {
     };
   }
 
+  /** The file and its block list in one query (the GET path); null when absent. */
+  async getFileForRead(path: string): Promise<{ file: FileWithContent; blocks: BlockRef[] } | null> {
+    const rows = await this.db
+      .selectFrom('files')
+      .innerJoin('contents', 'contents.hash', 'files.content_hash')
+      .leftJoin('content_blocks', 'content_blocks.content_hash', 'contents.hash')
+      .leftJoin('blocks', 'blocks.hash', 'content_blocks.block_hash')
+      .select([
+        'files.path',
+        'files.version',
+        'files.content_hash',
+        'files.logical_size',
+        'contents.stored_size as content_stored_size',
+        'contents.crc32 as content_crc32',
+        'contents.block_count',
+        'blocks.hash as block_hash',
+        'blocks.size as block_size',
+        'blocks.stored_size as block_stored_size',
+        'blocks.crc32 as block_crc32',
+      ])
+      .where('files.path', '=', path)
+      .orderBy('content_blocks.idx')
+      .execute();
+    if (rows.length === 0) return null;
+    const r = rows[0];
+    const file: FileWithContent = {
+      path: r.path,
+      version: n(r.version),
+      contentHash: r.content_hash,
+      logicalSize: n(r.logical_size),
+      storedSize: n(r.content_stored_size),
+      crc32: n(r.content_crc32),
+      blockCount: n(r.block_count),
+    };
+    const blocks: BlockRef[] = [];
+    for (const b of rows) {
+      if (b.block_hash === null) continue; // an empty file has no block rows
+      blocks.push({ hash: b.block_hash, size: n(b.block_size), storedSize: n(b.block_stored_size), crc32: n(b.block_crc32) });
+    }
+    return { file, blocks };
+  }
+
   /** The block list of a content, in order. */
   async getContentBlocks(contentHash: string): Promise<BlockRef[]> {
     const rows = await this.db
@@ -170,11 +212,12 @@ export class MetadataStore {
    * blocks or contents; its commit passes it back in CommitGuard.startSeq.
    */
   async gcWatermark(): Promise<number> {
-    const [log, state] = await Promise.all([
-      this.db.selectFrom('gc_log').select((eb) => eb.fn.max('seq').as('m')).executeTakeFirst(),
-      this.db.selectFrom('gc_state').select('pruned_through').where('id', '=', 1).executeTakeFirst(),
-    ]);
-    return Math.max(n(log?.m ?? 0), n(state?.pruned_through ?? 0));
+    const row = await this.db
+      .selectFrom('gc_state')
+      .select(['pruned_through', sql<number | null>`(select max(seq) from gc_log)`.as('m')])
+      .where('id', '=', 1)
+      .executeTakeFirst();
+    return Math.max(n(row?.m ?? 0), n(row?.pruned_through ?? 0));
   }
 
   /**

@@ -24,7 +24,7 @@ import { recordLockWait, recordUpload } from '../metrics/metrics.js';
 import { BlockCache } from './block-cache.js';
 import { encodeContentMap } from './content-map.js';
 import { DEFLATE_END, GZIP_HEADER, gzipMemberLength, gzipTrailer } from './gzip-member.js';
-import { ingest } from './ingest.js';
+import { ingestBody } from './ingest.js';
 import { blockKey, mapKey } from './keys.js';
 
 export interface FileStoreOptions {
@@ -54,6 +54,8 @@ export interface PutRequest {
   /** Unix seconds */
   version: number;
   body: Readable;
+  /** bytes the body has on the wire (Content-Length), when known */
+  bodyLength?: number;
   /** true when the body is gzip (Content-Encoding: gzip) */
   gzip: boolean;
   /** hex SHA-256 the client claims for the uncompressed content */
@@ -66,6 +68,10 @@ export interface PutRequest {
 export interface StoredFile extends FileWithContent {
   /** exact length of the gzip member a GET sends */
   gzipLength: number;
+}
+
+function withGzipLength(f: FileWithContent): StoredFile {
+  return { ...f, gzipLength: GZIP_HEADER.length + f.storedSize + DEFLATE_END.length + 8 };
 }
 
 export class FileStore {
@@ -85,7 +91,7 @@ export class FileStore {
   async put(req: PutRequest): Promise<PutOutcome & { contentHash: string; blocksWritten: number; blocksReused: number }> {
     // Read before any existence check: the commit proves nothing was collected after it.
     const startSeq = await this.meta.gcWatermark();
-    const result = await ingest(req.body, {
+    const result = await ingestBody(req.body, req.bodyLength, {
       gzip: req.gzip,
       chunker: this.options.chunker,
       concurrency: this.options.uploadConcurrency,
@@ -132,24 +138,26 @@ export class FileStore {
 
   async stat(path: string): Promise<StoredFile | null> {
     const f = await this.meta.getFile(path);
-    if (!f) return null;
-    return { ...f, gzipLength: GZIP_HEADER.length + f.storedSize + DEFLATE_END.length + 8 };
+    return f && withGzipLength(f);
   }
 
   /**
-   * The file as one gzip member, streamed block by block with a bounded read-ahead. The first
-   * block is fetched before this resolves, so an unreadable blob store fails the request with
-   * a 5xx instead of a 200 that breaks off after the header.
+   * The file's metadata and its content as one gzip member, streamed block by block with a
+   * bounded read-ahead; null when absent. The first block is fetched before this resolves,
+   * so an unreadable blob store fails the request with a 5xx instead of a 200 that breaks
+   * off after the header.
    */
-  async openGzip(file: StoredFile, signal?: AbortSignal): Promise<Readable> {
-    const blocks = await this.meta.getContentBlocks(file.contentHash);
-    const expected = gzipMemberLength(blocks.map((b) => b.storedSize));
-    if (blocks.length !== file.blockCount || expected !== file.gzipLength) {
+  async open(path: string, signal?: AbortSignal): Promise<{ file: StoredFile; body: Readable } | null> {
+    const found = await this.meta.getFileForRead(path);
+    if (!found) return null;
+    const file = withGzipLength(found.file);
+    const { blocks } = found;
+    if (blocks.length !== file.blockCount || gzipMemberLength(blocks.map((b) => b.storedSize)) !== file.gzipLength) {
       throw new AppError('INTERNAL', `metadata of ${file.path} is inconsistent (block list does not match the content record)`);
     }
     const segments = this.readAhead(file, blocks, signal);
     const first = await segments.next();
-    return Readable.from(this.gzipChunks(file, first, segments), { objectMode: false, highWaterMark: 1 << 20 });
+    return { file, body: Readable.from(this.gzipChunks(file, first, segments), { objectMode: false, highWaterMark: 1 << 20 }) };
   }
 
   async delete(path: string, version: number, signal?: AbortSignal): Promise<DeleteOutcome> {

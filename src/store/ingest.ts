@@ -1,10 +1,11 @@
 // The upload pipeline: body -> (gunzip) -> whole-content SHA-256 -> FastCDC -> per-block hash,
 // existence check, compression and write, several blocks in flight. Nothing is buffered beyond
-// `concurrency` blocks; the body pauses while all permits are taken.
+// `concurrency` blocks; the body pauses while all permits are taken. Small bodies (the common
+// Filetracker case) take a buffered path with the same result and no stream machinery.
 import { createHash } from 'node:crypto';
-import { Transform, Writable, type Readable } from 'node:stream';
+import { Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import { createGunzip, crc32 } from 'node:zlib';
+import { createGunzip, crc32, gunzipSync } from 'node:zlib';
 import type { BlobStore } from '../blobs/blob-store.js';
 import { AppError } from '../errors.js';
 import type { BlockRef, MetadataStore } from '../meta/metadata-store.js';
@@ -12,7 +13,7 @@ import { Semaphore } from '../util/semaphore.js';
 import { createChunkerStream, type ChunkerParams } from './chunker.js';
 import { combineCrcs } from './gzip-member.js';
 import { blockKey } from './keys.js';
-import { compressSegment } from './segment.js';
+import { compressSegment, compressSegmentSync } from './segment.js';
 
 export interface IngestOptions {
   gzip: boolean;
@@ -41,6 +42,76 @@ export interface IngestResult {
   storedBytesWritten: number;
 }
 
+/** Bodies up to this many bytes on the wire are read whole and take the buffered path (64 KiB). */
+export const SMALL_BODY_BYTES = 65_536;
+/** Read chunks of a gzip body are inflated in pieces this large (fewer callbacks than 16 KiB). */
+const GUNZIP_CHUNK = 262_144;
+
+const sha256hex = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+
+/** Writes the blocks of one upload that the store lacks, remembering what it did. */
+class BlockWriter {
+  readonly reused = new Set<string>();
+  written = 0;
+  storedBytesWritten = 0;
+
+  constructor(private readonly o: IngestOptions) {}
+
+  /** Stored size of the block, writing it first unless the store has it. */
+  async store(hash: string, data: Buffer, compressHere = false): Promise<number> {
+    const storedSize = (await this.o.meta.findBlocks([hash])).get(hash);
+    if (storedSize !== undefined) {
+      this.reused.add(hash);
+      return storedSize;
+    }
+    const segment = compressHere ? compressSegmentSync(data, this.o.compressionLevel) : await compressSegment(data, this.o.compressionLevel);
+    await this.o.blobs.put(blockKey(hash), segment.data, { signal: this.o.signal });
+    this.written++;
+    this.storedBytesWritten += segment.data.length;
+    return segment.data.length;
+  }
+
+  result(hash: string, logicalSize: number, blocks: BlockRef[]): IngestResult {
+    return {
+      hash,
+      logicalSize,
+      storedSize: blocks.reduce((sum, b) => sum + b.storedSize, 0),
+      crc32: combineCrcs(blocks),
+      blocks,
+      reused: [...this.reused],
+      written: this.written,
+      storedBytesWritten: this.storedBytesWritten,
+    };
+  }
+}
+
+/**
+ * Stores a body of `bodyLength` bytes (as sent). Bodies up to SMALL_BODY_BYTES whose content
+ * fits in one block are hashed, compressed and written without streams; anything else, or a
+ * gzip body that inflates beyond one block, streams through `ingest`. Both give the same
+ * blocks: content no longer than the chunker's minimum is always exactly one block.
+ */
+export async function ingestBody(body: Readable, bodyLength: number | undefined, o: IngestOptions): Promise<IngestResult> {
+  if (bodyLength === undefined || bodyLength > SMALL_BODY_BYTES) return ingest(body, o);
+  const raw = await readAll(body, bodyLength, o.signal);
+  let content: Buffer | null = raw;
+  if (o.gzip) {
+    try {
+      content = gunzipSync(raw, { maxOutputLength: o.chunker.minSize });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ERR_BUFFER_TOO_LARGE') throw classifyIngestError(err, o.signal);
+      content = null; // inflates past one block: chunk it as a stream
+    }
+  }
+  if (content === null || content.length > o.chunker.minSize) return ingest(Readable.from([raw]), o);
+  const writer = new BlockWriter(o);
+  const hash = sha256hex(content);
+  if (content.length === 0) return writer.result(hash, 0, []);
+  // One block: its hash is the content's hash.
+  const storedSize = await writer.store(hash, content, true);
+  return writer.result(hash, content.length, [{ hash, size: content.length, storedSize, crc32: crc32(content) }]);
+}
+
 /** Streams `body` into the blob store as blocks; commits no metadata. */
 export async function ingest(body: Readable, o: IngestOptions): Promise<IngestResult> {
   const whole = createHash('sha256');
@@ -53,60 +124,36 @@ export async function ingest(body: Readable, o: IngestOptions): Promise<IngestRe
     },
   });
 
+  const writer = new BlockWriter(o);
   const blocks: BlockRef[] = [];
-  const reused = new Set<string>();
-  let written = 0;
-  let storedBytesWritten = 0;
   const started = new Map<string, Promise<number>>();
   const sem = new Semaphore(o.concurrency);
   let failure: unknown = null;
-
-  const storeBlock = async (hash: string, data: Buffer): Promise<number> => {
-    try {
-      const known = await o.meta.findBlocks([hash]);
-      const storedSize = known.get(hash);
-      if (storedSize !== undefined) {
-        reused.add(hash);
-        return storedSize;
-      }
-      const segment = await compressSegment(data, o.compressionLevel);
-      await o.blobs.put(blockKey(hash), segment.data, { signal: o.signal });
-      written++;
-      storedBytesWritten += segment.data.length;
-      return segment.data.length;
-    } catch (err) {
-      failure ??= err;
-      throw err;
-    } finally {
-      sem.release();
-    }
-  };
 
   const sink = new Writable({
     objectMode: true,
     write(chunk: Buffer, _enc, cb) {
       if (failure) return cb(failure as Error);
-      const hash = createHash('sha256').update(chunk).digest('hex');
-      const ref: BlockRef = { hash, size: chunk.length, storedSize: -1, crc32: crc32(chunk) };
-      blocks.push(ref);
+      const hash = sha256hex(chunk);
+      blocks.push({ hash, size: chunk.length, storedSize: -1, crc32: crc32(chunk) });
       if (started.has(hash)) return cb();
       sem.acquire().then(() => {
-        const p = storeBlock(hash, chunk);
-        p.catch(() => {}); // observed in final()
+        const p = writer.store(hash, chunk).finally(() => sem.release());
+        p.catch((err) => (failure ??= err)); // reported by the next write or by final()
         started.set(hash, p);
-        cb(failure as Error | null);
+        cb();
       }, cb);
     },
     final(cb) {
       Promise.allSettled(started.values()).then((results) => {
-        const rejected = results.find((r) => r.status === 'rejected');
-        cb(rejected ? (rejected as PromiseRejectedResult).reason : null);
+        const rejected = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+        cb(rejected ? rejected.reason : null);
       }, cb);
     },
   });
 
   const stages: Array<NodeJS.ReadableStream | NodeJS.WritableStream> = [body];
-  if (o.gzip) stages.push(createGunzip());
+  if (o.gzip) stages.push(createGunzip({ chunkSize: GUNZIP_CHUNK }));
   stages.push(tap, createChunkerStream(o.chunker), sink);
   try {
     await (pipeline as (...s: unknown[]) => Promise<void>)(...stages, o.signal ? { signal: o.signal } : {});
@@ -115,22 +162,25 @@ export async function ingest(body: Readable, o: IngestOptions): Promise<IngestRe
     await Promise.allSettled(started.values());
     throw classifyIngestError(err, o.signal);
   }
+  for (const b of blocks) b.storedSize = await started.get(b.hash)!;
+  return writer.result(whole.digest('hex'), logicalSize, blocks);
+}
 
-  let storedSize = 0;
-  for (const b of blocks) {
-    b.storedSize = await started.get(b.hash)!;
-    storedSize += b.storedSize;
+/** The whole body, which the client announced as `length` bytes (at most SMALL_BODY_BYTES). */
+async function readAll(body: Readable, length: number, signal?: AbortSignal): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let received = 0;
+  try {
+    for await (const chunk of body) {
+      received += (chunk as Buffer).length;
+      if (received > length) throw new AppError('BAD_BODY', `the body is longer than its Content-Length (${length})`);
+      chunks.push(chunk as Buffer);
+    }
+  } catch (err) {
+    throw classifyIngestError(err, signal);
   }
-  return {
-    hash: whole.digest('hex'),
-    logicalSize,
-    storedSize,
-    crc32: combineCrcs(blocks),
-    blocks,
-    reused: [...reused],
-    written,
-    storedBytesWritten,
-  };
+  if (received < length) throw new AppError('CLIENT_ABORTED', 'the client closed the connection before the body ended');
+  return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks, received);
 }
 
 function classifyIngestError(err: unknown, signal?: AbortSignal): unknown {

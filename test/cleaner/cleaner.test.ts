@@ -22,10 +22,10 @@ async function putFile(h: Harness, path: string, data: Buffer, version = T0) {
 }
 
 async function readFile(h: Harness, path: string): Promise<Buffer> {
-  const file = await h.runtime.store.stat(path);
-  if (!file) throw new Error(`${path} is missing`);
+  const opened = await h.runtime.store.open(path);
+  if (!opened) throw new Error(`${path} is missing`);
   const chunks: Buffer[] = [];
-  for await (const c of await h.runtime.store.openGzip(file)) chunks.push(c as Buffer);
+  for await (const c of opened.body) chunks.push(c as Buffer);
   return gunzipSync(Buffer.concat(chunks));
 }
 

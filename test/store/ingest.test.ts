@@ -1,0 +1,63 @@
+// The buffered small-body path gives exactly what the streaming path gives, and hands bodies
+// it cannot take (long, or inflating past one block) to the stream.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Readable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { LocalBlobStore } from '../../src/blobs/local.js';
+import { MetadataStore } from '../../src/meta/metadata-store.js';
+import { migrateToLatest } from '../../src/meta/migrate.js';
+import { openSqlite } from '../../src/meta/sqlite.js';
+import { DEFAULT_CHUNKER } from '../../src/store/chunker.js';
+import { ingest, ingestBody, SMALL_BODY_BYTES, type IngestOptions } from '../../src/store/ingest.js';
+import { pseudoRandom, sha256 } from '../support/ft.js';
+
+describe('ingestBody', () => {
+  let dir: string;
+  let o: Omit<IngestOptions, 'gzip'>;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 's3dedup-ingest-'));
+    const db = openSqlite(':memory:');
+    await migrateToLatest(db);
+    o = { chunker: DEFAULT_CHUNKER, concurrency: 4, compressionLevel: 6, blobs: new LocalBlobStore({ root: dir }), meta: new MetadataStore(db) };
+  });
+  afterAll(async () => {
+    await o.meta.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  const shape = (r: Awaited<ReturnType<typeof ingest>>) => ({ hash: r.hash, size: r.logicalSize, stored: r.storedSize, crc: r.crc32, blocks: r.blocks });
+
+  it.each([
+    ['empty', Buffer.alloc(0)],
+    ['4 KiB text', Buffer.from('line of text\n'.repeat(315))],
+    ['random, exactly the chunker minimum', pseudoRandom(DEFAULT_CHUNKER.minSize, 3)],
+  ])('matches the streaming path for %s content, plain and gzip', async (_name, content) => {
+    for (const gzip of [false, true]) {
+      const wire = gzip ? gzipSync(content) : content;
+      expect(wire.length).toBeLessThanOrEqual(SMALL_BODY_BYTES);
+      const fast = await ingestBody(Readable.from([wire]), wire.length, { ...o, gzip });
+      const streamed = await ingest(Readable.from([wire]), { ...o, gzip });
+      expect(shape(fast)).toEqual(shape(streamed));
+      expect(fast.hash).toBe(sha256(content));
+      expect(fast.blocks.length).toBe(content.length === 0 ? 0 : 1);
+    }
+  });
+
+  it('streams a small gzip body that inflates past one block (no buffering of the inflated content)', async () => {
+    const content = Buffer.alloc(8 << 20, 'a'); // 8 MiB of one byte: a few KiB of gzip
+    const wire = gzipSync(content);
+    expect(wire.length).toBeLessThan(SMALL_BODY_BYTES);
+    const r = await ingestBody(Readable.from([wire]), wire.length, { ...o, gzip: true });
+    expect(r.logicalSize).toBe(content.length);
+    expect(r.hash).toBe(sha256(content));
+    expect(r.blocks.length).toBeGreaterThan(1);
+  });
+
+  it('rejects invalid gzip and a body shorter than its Content-Length', async () => {
+    await expect(ingestBody(Readable.from([Buffer.from('not gzip')]), 8, { ...o, gzip: true })).rejects.toMatchObject({ code: 'BAD_BODY' });
+    await expect(ingestBody(Readable.from([Buffer.from('short')]), 10, { ...o, gzip: false })).rejects.toMatchObject({ code: 'CLIENT_ABORTED' });
+  });
+});
