@@ -71,7 +71,7 @@ export interface StoredFile extends FileWithContent {
 }
 
 function withGzipLength(f: FileWithContent): StoredFile {
-  return { ...f, gzipLength: GZIP_HEADER.length + f.storedSize + DEFLATE_END.length + 8 };
+  return { ...f, gzipLength: gzipMemberLength([f.storedSize]) };
 }
 
 export class FileStore {
