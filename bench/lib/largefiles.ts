@@ -1,0 +1,99 @@
+// Large files: one streaming PUT and one GET per file and target, timed by a client in its own
+// process (bigclient.ts); MB/s counts logical (uncompressed) bytes, 1 MB = 10^6 bytes. The
+// server's peak RSS is taken over each request. s3dedup's answers are read back once more,
+// untimed, gunzipped and hashed against the original.
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
+import type { BigRequest, BigResult } from './bigclient.js';
+import type { LargeFile } from './data.js';
+import { watchMemory } from './smallfiles.js';
+import { BENCH_DIR, ROOT } from './sys.js';
+import type { Target } from './targets.js';
+
+export interface LargeCase {
+  data: 'random' | 'text';
+  /** what the client sends: the plain bytes (as `compress_hint=False` does), or gzip -9 with hints */
+  body: 'plain' | 'gzip';
+  file: LargeFile;
+}
+
+export interface LargeRow {
+  target: string;
+  data: LargeCase['data'];
+  body: LargeCase['body'];
+  op: 'PUT' | 'GET';
+  sizeBytes: number;
+  seconds: number;
+  /** logical MB/s */
+  mbps: number;
+  wireBytes: number;
+  peakRssBytes: number;
+  /** s3dedup rows: content read back equals the original; null when not checked */
+  verified: boolean | null;
+  error?: string;
+}
+
+export function bigRequest(req: BigRequest): Promise<BigResult> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      process.execPath,
+      ['--import', 'tsx', join(BENCH_DIR, 'lib', 'bigclient.ts'), JSON.stringify(req)],
+      { cwd: ROOT, timeout: req.timeoutMs + 30_000, maxBuffer: 1 << 20 },
+      (err, stdout, stderr) => {
+        const line = stdout.split('\n').find((l) => l.startsWith('BIG_JSON '));
+        if (!line) return reject(new Error(`bigclient failed: ${err?.message ?? ''}\n${stderr}`));
+        resolve(JSON.parse(line.slice('BIG_JSON '.length)) as BigResult);
+      },
+    );
+  });
+}
+
+export async function largeFileSeries(t: Target, cases: LargeCase[], log: (s: string) => void, opts: { putOnly?: boolean; timeoutMs?: number } = {}): Promise<LargeRow[]> {
+  const timeoutMs = opts.timeoutMs ?? 600_000;
+  const rows: LargeRow[] = [];
+  for (const c of cases) {
+    const key = `bench/large/${c.data}-${c.body}-${Date.now().toString(36)}`;
+    const url = `${t.url}${t.path(key)}`;
+    const wireFile = c.body === 'gzip' ? c.file.gzPath! : c.file.path;
+    let headers: Record<string, string> = { 'Content-Type': 'application/octet-stream' };
+    if (t.mode === 's3') headers = { ...headers, ...t.authHeaders };
+    else if (c.body === 'gzip') {
+      headers = { ...headers, 'Content-Encoding': 'gzip', 'SHA256-Checksum': c.file.sha256, 'Logical-Size': String(c.file.size) };
+    }
+    const row = (op: 'PUT' | 'GET', r: BigResult, peak: number, verified: boolean | null, error?: string): LargeRow => ({
+      target: t.name,
+      data: c.data,
+      body: c.body,
+      op,
+      sizeBytes: c.file.size,
+      seconds: r.ms / 1000,
+      mbps: c.file.size / 1e6 / (r.ms / 1000),
+      wireBytes: r.wireBytes,
+      peakRssBytes: peak,
+      verified,
+      error,
+    });
+
+    let mem = watchMemory(t);
+    const put = await bigRequest({ op: 'PUT', url: `${url}${t.putQuery}`, headers, file: wireFile, timeoutMs });
+    const putPeak = mem.stop();
+    const putError = put.status !== 200 ? `status ${put.status} ${put.error ?? ''} ${put.body ?? ''}`.trim() : undefined;
+    rows.push(row('PUT', put, putPeak, null, putError));
+    log(`${t.name} large ${c.data}/${c.body} PUT: ${putError ?? `${rows.at(-1)!.mbps.toFixed(0)} MB/s, peak RSS ${(putPeak / 2 ** 20).toFixed(0)} MiB`}`);
+    if (putError || opts.putOnly) continue;
+
+    mem = watchMemory(t);
+    const get = await bigRequest({ op: 'GET', url, headers: t.authHeaders, timeoutMs });
+    const getPeak = mem.stop();
+    let verified: boolean | null = null;
+    let getError = get.status !== 200 ? `status ${get.status} ${get.error ?? ''}`.trim() : undefined;
+    if (!getError && t.kind === 's3dedup') {
+      const check = await bigRequest({ op: 'GET', url, headers: t.authHeaders, verify: 'gzip', timeoutMs });
+      verified = check.status === 200 && check.sha256 === c.file.sha256 && check.logicalBytes === c.file.size;
+      if (!verified) getError = `read-back mismatch: ${check.logicalBytes} bytes, sha256 ${check.sha256?.slice(0, 12)} ${check.error ?? ''}`;
+    }
+    rows.push(row('GET', get, getPeak, verified, getError));
+    log(`${t.name} large ${c.data}/${c.body} GET: ${getError ?? `${rows.at(-1)!.mbps.toFixed(0)} MB/s, peak RSS ${(getPeak / 2 ** 20).toFixed(0)} MiB`}`);
+  }
+  return rows;
+}

@@ -1,0 +1,81 @@
+// The physical limits the proxy's numbers are bounded by, measured alone on this machine: the
+// stages of the PUT and GET paths (CDC, SHA-256, CRC-32, deflate, inflate), each on one core
+// unless it says otherwise. MB = 10^6 bytes.
+import { createHash } from 'node:crypto';
+import { availableParallelism } from 'node:os';
+import { crc32, deflateRawSync, gunzipSync, gzipSync, inflateRawSync, constants } from 'node:zlib';
+import { chunkBuffer, DEFAULT_CHUNKER } from '../../src/store/chunker.js';
+import { compressSegment } from '../../src/store/segment.js';
+import { randomLike, textLike } from './data.js';
+
+export interface Limit {
+  stage: string;
+  mbps: number;
+  note?: string;
+}
+
+async function best(bytes: number, runs: number, fn: () => unknown): Promise<number> {
+  let bestMs = Infinity;
+  for (let i = 0; i < runs; i++) {
+    const t = performance.now();
+    await fn();
+    bestMs = Math.min(bestMs, performance.now() - t);
+  }
+  return bytes / 1e6 / (bestMs / 1000);
+}
+
+export async function measureLimits(size: number, runs: number): Promise<{ limits: Limit[]; bounds: Record<string, number> }> {
+  const random = randomLike(size, 5);
+  const text = textLike(size, 6);
+  const textBlocks = chunkBuffer(text, DEFAULT_CHUNKER);
+  const randomBlocks = chunkBuffer(random, DEFAULT_CHUNKER);
+  const textGz = gzipSync(text, { level: 6 });
+  const textSegs = textBlocks.map((b) => deflateRawSync(b, { level: 6, finishFlush: constants.Z_FULL_FLUSH }));
+  const limits: Limit[] = [];
+  const add = async (stage: string, fn: () => unknown, note?: string, bytes = size) => {
+    limits.push({ stage, mbps: await best(bytes, runs, fn), note });
+  };
+  await add('FastCDC (default params), random', () => chunkBuffer(random, DEFAULT_CHUNKER));
+  await add('FastCDC (default params), text', () => chunkBuffer(text, DEFAULT_CHUNKER));
+  await add('SHA-256, one stream', () => createHash('sha256').update(random).digest());
+  await add('SHA-256 per 128 KiB block', () => {
+    for (const b of randomBlocks) createHash('sha256').update(b).digest();
+  });
+  await add('CRC-32 per block', () => {
+    for (const b of randomBlocks) crc32(b);
+  });
+  await add('deflate level 6, text, per block', () => {
+    for (const b of textBlocks) deflateRawSync(b, { level: 6, finishFlush: constants.Z_FULL_FLUSH });
+  }, `ratio ${(textSegs.reduce((n, s) => n + s.length, 0) / size).toFixed(3)}`);
+  await add('deflate level 1, text, per block', () => {
+    for (const b of textBlocks) deflateRawSync(b, { level: 1, finishFlush: constants.Z_FULL_FLUSH });
+  });
+  await add('inflate (gunzip) of the text', () => gunzipSync(textGz), 'logical bytes out');
+  await add('inflate per segment, text', () => {
+    for (const s of textSegs) inflateRawSync(s, { finishFlush: constants.Z_SYNC_FLUSH });
+  }, 'logical bytes out');
+  await add(`compressSegment, text, all blocks in parallel (${process.env.UV_THREADPOOL_SIZE ?? 4} pool threads, ${availableParallelism()} CPUs)`, () =>
+    Promise.all(textBlocks.map((b) => compressSegment(b))),
+  );
+  await add('compressSegment, random (stored, probe only), parallel', () => Promise.all(randomBlocks.map((b) => compressSegment(b))));
+
+  const rate = (name: string) => limits.find((l) => l.stage.startsWith(name))!.mbps;
+  const chain = (...rates: number[]) => 1 / rates.reduce((s, r) => s + 1 / r, 0);
+  // Work on the event loop per PUT byte: whole-file SHA-256, CDC, per-block SHA-256 and CRC-32
+  // (gunzip and deflate run on the libuv pool). With 2 cores, the pool gets what the loop leaves.
+  const loopRandom = chain(rate('SHA-256, one stream'), rate('FastCDC (default params), random'), rate('SHA-256 per 128 KiB block'), rate('CRC-32'));
+  const loopText = chain(rate('SHA-256, one stream'), rate('FastCDC (default params), text'), rate('SHA-256 per 128 KiB block'), rate('CRC-32'));
+  const cores = availableParallelism();
+  const bounds = {
+    'PUT random (plain body): event-loop stages alone': loopRandom,
+    'PUT text (gzip body): event loop, and all CPU work spread on all cores': Math.min(
+      loopText,
+      cores / (1 / loopText + 1 / rate('inflate (gunzip)') + 1 / rate('deflate level 6')),
+    ),
+    'PUT text (gzip body), if blocks were deflated at level 1': Math.min(
+      loopText,
+      cores / (1 / loopText + 1 / rate('inflate (gunzip)') + 1 / rate('deflate level 1')),
+    ),
+  };
+  return { limits, bounds };
+}
