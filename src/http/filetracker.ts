@@ -91,8 +91,10 @@ export function filetrackerRoutes(store: FileStore, log: Logger): Hono {
     }
     const opened = await store.open(path, requestSignal(c));
     if (!opened) return c.body(null, 404);
-    opened.body.once('error', (err) => log.error({ err, path }, 'download failed mid-stream'));
-    return streamResponse(c, 200, fileHeaders(opened.file), opened.body);
+    const { file, body } = opened;
+    if (Buffer.isBuffer(body)) return new Response(body as unknown as BodyInit, { status: 200, headers: fileHeaders(file) });
+    body.once('error', (err) => log.error({ err, path }, 'download failed mid-stream'));
+    return streamResponse(c, 200, fileHeaders(file), body);
   };
   ft.on('HEAD', '/ft/files/*', getOrHead);
   ft.get('/ft/files/*', getOrHead);

@@ -43,7 +43,7 @@ export interface FileStoreOptions {
 
 export const DEFAULT_FILE_STORE_OPTIONS: Omit<FileStoreOptions, 'chunker'> = {
   uploadConcurrency: 8,
-  readAhead: 4,
+  readAhead: 16,
   compressionLevel: 6,
   lockTimeoutMs: 30_000,
   blockCacheBytes: 64 << 20, // 64 MiB
@@ -64,6 +64,9 @@ export interface PutRequest {
   expectedSize?: number;
   signal?: AbortSignal;
 }
+
+/** Files up to this many bytes on the wire are answered from one buffer, not a stream (256 KiB). */
+const SMALL_GET_BYTES = 262_144;
 
 export interface StoredFile extends FileWithContent {
   /** exact length of the gzip member a GET sends */
@@ -142,18 +145,25 @@ export class FileStore {
   }
 
   /**
-   * The file's metadata and its content as one gzip member, streamed block by block with a
-   * bounded read-ahead; null when absent. The first block is fetched before this resolves,
-   * so an unreadable blob store fails the request with a 5xx instead of a 200 that breaks
-   * off after the header.
+   * The file's metadata and its content as one gzip member; null when absent. A small file
+   * (at most `readAhead` blocks and SMALL_GET_BYTES on the wire) comes back as one Buffer;
+   * a larger one as a stream, block by block with a bounded read-ahead. Either way the first
+   * block is fetched before this resolves, so an unreadable blob store fails the request with
+   * a 5xx instead of a 200 that breaks off after the header.
    */
-  async open(path: string, signal?: AbortSignal): Promise<{ file: StoredFile; body: Readable } | null> {
+  async open(path: string, signal?: AbortSignal): Promise<{ file: StoredFile; body: Readable | Buffer } | null> {
     const found = await this.meta.getFileForRead(path);
     if (!found) return null;
     const file = withGzipLength(found.file);
     const { blocks } = found;
     if (blocks.length !== file.blockCount || gzipMemberLength(blocks.map((b) => b.storedSize)) !== file.gzipLength) {
       throw new AppError('INTERNAL', `metadata of ${file.path} is inconsistent (block list does not match the content record)`);
+    }
+    if (file.gzipLength <= SMALL_GET_BYTES && blocks.length <= this.options.readAhead) {
+      const cacheable = this.isCacheable(file);
+      const segments = await Promise.all(blocks.map((b) => this.fetchSegment(b, cacheable, signal)));
+      const body = Buffer.concat([GZIP_HEADER, ...segments, DEFLATE_END, gzipTrailer(file.crc32, file.logicalSize)], file.gzipLength);
+      return { file, body };
     }
     const segments = this.readAhead(file, blocks, signal);
     const first = await segments.next();
@@ -202,8 +212,7 @@ export class FileStore {
   private async *readAhead(file: StoredFile, blocks: BlockRef[], signal?: AbortSignal): AsyncGenerator<Buffer> {
     const ahead: Array<Promise<Buffer>> = [];
     let next = 0;
-    // Large files stream past the cache so one big download cannot evict every hot block.
-    const cacheable = file.storedSize <= this.cache.capacity / 8;
+    const cacheable = this.isCacheable(file);
     const fetchNext = () => {
       const p = this.fetchSegment(blocks[next++], cacheable, signal);
       p.catch(() => {}); // awaited in order below
@@ -215,6 +224,11 @@ export class FileStore {
       if (next < blocks.length) fetchNext();
       yield data;
     }
+  }
+
+  /** Large files stream past the cache so one big download cannot evict every hot block. */
+  private isCacheable(file: StoredFile): boolean {
+    return file.storedSize <= this.cache.capacity / 8;
   }
 
   private async fetchSegment(b: BlockRef, cacheable: boolean, signal?: AbortSignal): Promise<Buffer> {

@@ -44,8 +44,8 @@ export interface IngestResult {
 
 /** Bodies up to this many bytes on the wire are read whole and take the buffered path (64 KiB). */
 export const SMALL_BODY_BYTES = 65_536;
-/** Read chunks of a gzip body are inflated in pieces this large (fewer callbacks than 16 KiB). */
-const GUNZIP_CHUNK = 262_144;
+/** A gzip body is inflated in pieces this large: each piece is a thread-pool round trip (1 MiB). */
+const GUNZIP_CHUNK = 1_048_576;
 
 const sha256hex = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
@@ -58,13 +58,14 @@ class BlockWriter {
   constructor(private readonly o: IngestOptions) {}
 
   /** Stored size of the block, writing it first unless the store has it. */
-  async store(hash: string, data: Buffer, compressHere = false): Promise<number> {
+  async store(hash: string, data: Buffer, crc: number, compressHere = false): Promise<number> {
     const storedSize = (await this.o.meta.findBlocks([hash])).get(hash);
     if (storedSize !== undefined) {
       this.reused.add(hash);
       return storedSize;
     }
-    const segment = compressHere ? compressSegmentSync(data, this.o.compressionLevel) : await compressSegment(data, this.o.compressionLevel);
+    const level = this.o.compressionLevel;
+    const segment = compressHere ? compressSegmentSync(data, level, crc) : await compressSegment(data, level, crc);
     await this.o.blobs.put(blockKey(hash), segment.data, { signal: this.o.signal });
     this.written++;
     this.storedBytesWritten += segment.data.length;
@@ -108,8 +109,9 @@ export async function ingestBody(body: Readable, bodyLength: number | undefined,
   const hash = sha256hex(content);
   if (content.length === 0) return writer.result(hash, 0, []);
   // One block: its hash is the content's hash.
-  const storedSize = await writer.store(hash, content, true);
-  return writer.result(hash, content.length, [{ hash, size: content.length, storedSize, crc32: crc32(content) }]);
+  const crc = crc32(content);
+  const storedSize = await writer.store(hash, content, crc, true);
+  return writer.result(hash, content.length, [{ hash, size: content.length, storedSize, crc32: crc }]);
 }
 
 /** Streams `body` into the blob store as blocks; commits no metadata. */
@@ -135,10 +137,11 @@ export async function ingest(body: Readable, o: IngestOptions): Promise<IngestRe
     write(chunk: Buffer, _enc, cb) {
       if (failure) return cb(failure as Error);
       const hash = sha256hex(chunk);
-      blocks.push({ hash, size: chunk.length, storedSize: -1, crc32: crc32(chunk) });
+      const crc = crc32(chunk);
+      blocks.push({ hash, size: chunk.length, storedSize: -1, crc32: crc });
       if (started.has(hash)) return cb();
       sem.acquire().then(() => {
-        const p = writer.store(hash, chunk).finally(() => sem.release());
+        const p = writer.store(hash, chunk, crc).finally(() => sem.release());
         p.catch((err) => (failure ??= err)); // reported by the next write or by final()
         started.set(hash, p);
         cb();

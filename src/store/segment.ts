@@ -16,8 +16,11 @@ export interface Segment {
 
 /** Bytes deflated by the incompressibility probe (4 KiB). */
 const PROBE_BYTES = 4096;
-/** Below this many bytes the probe costs more than it could save (256 B). */
-const PROBE_MIN_BYTES = 256;
+/**
+ * Below this many bytes the probe costs about as much as compressing the block itself
+ * (8 KiB; most Filetracker files are this small).
+ */
+const PROBE_MIN_BYTES = 8192;
 /** The probe calls a block incompressible when level 1 saves less than 5% of the sample. */
 const PROBE_MAX_RATIO = 0.95;
 
@@ -79,16 +82,16 @@ function storeSegment(block: Buffer): Buffer {
  *
  * @param block uncompressed bytes, any length including 0
  * @param level zlib level 0-9, default 6
+ * @param crc the block's CRC-32 when the caller has it already
  * @example
  * const seg = await compressSegment(Buffer.from('hello'));
  * inflateSegment(seg.data).toString(); // 'hello'
  */
-export async function compressSegment(block: Buffer, level = 6): Promise<Segment> {
+export async function compressSegment(block: Buffer, level = 6, crc = crc32(block)): Promise<Segment> {
   if (!Number.isInteger(level) || level < 0 || level > 9) {
     throw new RangeError(`compression level must be an integer 0-9, got ${level}`);
   }
   const size = block.length;
-  const crc = crc32(block);
   if (level === 0 || looksIncompressible(block)) return { data: storeSegment(block), crc32: crc, size };
   // One output buffer large enough for the worst case (zlib's deflateBound is below this):
   // with the default 16 KiB each further output chunk costs another thread-pool round trip.
@@ -103,9 +106,8 @@ export async function compressSegment(block: Buffer, level = 6): Promise<Segment
  * compressSegment on the calling thread, for small blocks (a few KiB), where a thread-pool
  * round trip costs more than the deflate itself. Same output format and rules.
  */
-export function compressSegmentSync(block: Buffer, level = 6): Segment {
+export function compressSegmentSync(block: Buffer, level = 6, crc = crc32(block)): Segment {
   const size = block.length;
-  const crc = crc32(block);
   if (level === 0 || looksIncompressible(block)) return { data: storeSegment(block), crc32: crc, size };
   let data: Buffer = deflateRawSync(block, { level, finishFlush: constants.Z_FULL_FLUSH });
   if (data.length >= size) data = storeSegment(block);

@@ -24,6 +24,7 @@ async function putFile(h: Harness, path: string, data: Buffer, version = T0) {
 async function readFile(h: Harness, path: string): Promise<Buffer> {
   const opened = await h.runtime.store.open(path);
   if (!opened) throw new Error(`${path} is missing`);
+  if (Buffer.isBuffer(opened.body)) return gunzipSync(opened.body);
   const chunks: Buffer[] = [];
   for await (const c of opened.body) chunks.push(c as Buffer);
   return gunzipSync(Buffer.concat(chunks));

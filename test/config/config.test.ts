@@ -63,7 +63,7 @@ describe('loadConfig defaults', () => {
     expect(c.s3.forcePathStyle).toBe(true);
     expect(c.chunker).toEqual(DEFAULT_CHUNKER);
     expect(c.uploadConcurrency).toBe(8);
-    expect(c.readAhead).toBe(4);
+    expect(c.readAhead).toBe(16);
     expect(c.compressionLevel).toBe(6);
     expect(c.lockTimeoutMs).toBe(30_000);
     expect(c.shutdownGraceMs).toBe(30_000);
