@@ -4,6 +4,7 @@ import { availableParallelism } from 'node:os';
 import { crc32 } from 'node:zlib';
 import { chunkBuffer, DEFAULT_CHUNKER } from '../src/store/chunker.js';
 import { compressSegment } from '../src/store/segment.js';
+import { textLike } from './lib/data.js';
 
 /** Input size per data set (64 MiB). */
 const SIZE = 64 * 1024 * 1024;
@@ -11,25 +12,6 @@ const SIZE = 64 * 1024 * 1024;
 const RUNS = 5;
 
 /** Pseudo-English from a seeded PRNG: compresses roughly 3:1 like source code or logs, not 100:1 like a repeated line. */
-function textLike(length: number): Buffer {
-  let s = 12_345;
-  const next = (): number => (s = (Math.imul(s, 1_103_515_245) + 12_345) >>> 0) >>> 8;
-  const letters = 'etaoinshrdlcumwfgypbvkjxqz';
-  const vocabulary = Array.from({ length: 4000 }, () => {
-    let word = '';
-    for (let n = 1 + (next() % 9); n > 0; n--) word += letters[Math.min(next() % 40, next() % 26)];
-    return word;
-  });
-  const out = Buffer.allocUnsafe(length);
-  let at = 0;
-  while (at < length) {
-    const word = vocabulary[Math.min(next() % 4000, next() % 4000)];
-    const sep = next() % 12 === 0 ? '.\n' : next() % 9 === 0 ? ', ' : ' ';
-    at += out.write(word + sep, at);
-  }
-  return out;
-}
-
 async function measure(name: string, bytes: number, run: () => unknown): Promise<void> {
   let best = Infinity;
   for (let i = 0; i < RUNS; i++) {
