@@ -5,21 +5,15 @@ import { crc32 } from 'node:zlib';
 import { chunkBuffer, DEFAULT_CHUNKER } from '../src/store/chunker.js';
 import { compressSegment } from '../src/store/segment.js';
 import { textLike } from './lib/data.js';
+import { best } from './lib/limits.js';
 
 /** Input size per data set (64 MiB). */
 const SIZE = 64 * 1024 * 1024;
 /** Timed repetitions per stage; the best one is reported, as the first runs include JIT warm-up. */
 const RUNS = 5;
 
-/** Pseudo-English from a seeded PRNG: compresses roughly 3:1 like source code or logs, not 100:1 like a repeated line. */
 async function measure(name: string, bytes: number, run: () => unknown): Promise<void> {
-  let best = Infinity;
-  for (let i = 0; i < RUNS; i++) {
-    const start = performance.now();
-    await run();
-    best = Math.min(best, performance.now() - start);
-  }
-  console.log(`${name.padEnd(36)} ${(bytes / 1e6 / (best / 1000)).toFixed(0).padStart(6)} MB/s`);
+  console.log(`${name.padEnd(36)} ${(await best(bytes, RUNS, run)).toFixed(0).padStart(6)} MB/s`);
 }
 
 const random = randomBytes(SIZE);

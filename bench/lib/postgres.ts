@@ -25,7 +25,6 @@ function pgBinDir(): string | null {
 
 export async function startPostgres(log: (s: string) => void): Promise<Postgres> {
   const fromEnv = process.env.DATABASE_URL;
-  let dbCounter = 0;
   if (fromEnv) {
     const u = new URL(fromEnv);
     const info = { host: u.hostname, port: Number(u.port || 5432), user: decodeURIComponent(u.username || 'postgres'), password: decodeURIComponent(u.password) };
@@ -35,11 +34,7 @@ export async function startPostgres(log: (s: string) => void): Promise<Postgres>
       });
     return {
       ...info,
-      async newDatabase() {
-        const name = `bench_${Date.now().toString(36)}_${dbCounter++}`;
-        await psql(`create database ${name}`);
-        return name;
-      },
+      newDatabase: () => createDatabase(psql),
       stop: async () => {},
     };
   }
@@ -69,11 +64,7 @@ export async function startPostgres(log: (s: string) => void): Promise<Postgres>
   await waitFor('PostgreSQL', async () => (await psql('select 1')).includes('1'), 30_000);
   return {
     ...info,
-    async newDatabase() {
-      const name = `bench_${Date.now().toString(36)}_${dbCounter++}`;
-      await psql(`create database ${name}`);
-      return name;
-    },
+    newDatabase: () => createDatabase(psql),
     async stop() {
       await asPg('pg_ctl', ['-D', data, '-m', 'fast', '-w', 'stop']).catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });
@@ -91,4 +82,13 @@ export function pgServerEnv(pg: Postgres, database: string): Record<string, stri
     POSTGRES_PASSWORD: pg.password,
     POSTGRES_DB: database,
   };
+}
+
+let dbCounter = 0;
+
+/** A fresh, uniquely named database, made through `psql`; returns its name. */
+async function createDatabase(psql: (sql: string) => Promise<string>): Promise<string> {
+  const name = `bench_${Date.now().toString(36)}_${dbCounter++}`;
+  await psql(`create database ${name}`);
+  return name;
 }

@@ -143,10 +143,8 @@ export function filetrackerRoutes(store: FileStore, log: Logger): Hono {
       for await (const rel of paths) yield Buffer.from(`${rel}\n`);
     })();
     const body = Readable.from(lines, { objectMode: false });
-    return new Response(Readable.toWeb(body) as unknown as ReadableStream, {
-      status: 200,
-      headers: { 'Content-Type': 'text/plain; charset=utf-8' },
-    });
+    body.once('error', (err) => log.error({ err, dir }, 'listing failed mid-stream'));
+    return streamResponse(c, 200, { 'Content-Type': 'text/plain; charset=utf-8' }, body);
   };
   ft.get('/ft/list', list);
   ft.get('/ft/list/*', list);

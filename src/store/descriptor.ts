@@ -4,7 +4,7 @@
 import { BlobExistsError, BlobNotFoundError } from '../errors.js';
 import type { BlobStore } from '../blobs/blob-store.js';
 import type { ChunkerParams } from './chunker.js';
-import { GEAR_SEED as GEAR_ID } from './gear.js';
+import { GEAR_SEED } from './gear.js';
 import { DESCRIPTOR_KEY } from './keys.js';
 
 export interface StoreDescriptor {
@@ -22,7 +22,7 @@ export function describeStore(chunker: ChunkerParams): StoreDescriptor {
     layout: 1,
     hash: 'sha256',
     compression: 'deflate-raw-full-flush',
-    chunker: { algorithm: 'fastcdc-gear32', gear: GEAR_ID, ...chunker },
+    chunker: { algorithm: 'fastcdc-gear32', gear: GEAR_SEED, ...chunker },
     createdAt: new Date().toISOString(),
   };
 }
