@@ -7,7 +7,7 @@
 // writes bench/results/<date>-<commit>.md and .json and bench/results/latest.md (a --quick run
 // writes under bench/results/tmp/, which git ignores). See bench/README.md.
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { loadavg, tmpdir } from 'node:os';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { largeFile } from './lib/data.js';
@@ -35,15 +35,17 @@ const { values: opts } = parseArgs({
     only: { type: 'string' },
     skip: { type: 'string' },
     duration: { type: 'string' },
-    compiled: { type: 'boolean', default: false },
+    tsx: { type: 'boolean', default: false },
+    rows: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
   strict: true,
 });
 if (opts.help) {
   process.stdout.write(
-    'usage: npm run bench -- [--quick] [--only limits,small,large,dedup,profile] [--skip ...] [--duration SECONDS] [--compiled]\n' +
-      '  --compiled: run every s3dedup server from a tsc build (bench/.cache/dist) instead of src/ through tsx\n' +
+    'usage: npm run bench -- [--quick] [--only limits,small,large,dedup,profile] [--skip ...] [--duration SECONDS] [--rows TEXT,...] [--tsx]\n' +
+      '  --rows: only the rows of the matrix whose name contains one of these texts (e.g. --rows sqlite+local,Filetracker)\n' +
+      '  --tsx: run the s3dedup servers from src/ through tsx instead of the tsc build `npm start` runs\n' +
       'env: FILETRACKER_SRC (Filetracker checkout), BENCH_DATASET (pkg@v1,v2,...), DATABASE_URL (PostgreSQL to use)\n',
   );
   process.exit(0);
@@ -54,13 +56,16 @@ const only = pick(opts.only);
 const skip = pick(opts.skip);
 for (const s of [...only, ...skip]) if (!SECTIONS.includes(s as Section)) throw new Error(`unknown section ${s}; sections: ${SECTIONS.join(', ')}`);
 const enabled = (s: Section) => (only.size === 0 || only.has(s)) && !skip.has(s);
+const rowFilter = (opts.rows ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+/** A partial run (fewer sections or rows, or a non-default build) is written under results/tmp/. */
+const partialRun = quick || opts.tsx || only.size > 0 || skip.size > 0 || rowFilter.length > 0;
 
 const S = quick
   ? { connections: [1, 16, 64], durationS: 2, warmupS: 1, getFiles: 200, pool: 2048, largeMiB: 32, releases: 3, chunkAvgKiB: [64, 128, 256], limitsMiB: 16, limitsRuns: 1, profileS: 3 }
   : { connections: [1, 16, 64], durationS: 10, warmupS: 3, getFiles: 2000, pool: 32768, largeMiB: 256, releases: 10, chunkAvgKiB: [64, 128, 256], limitsMiB: 64, limitsRuns: 3, profileS: 10 };
 if (opts.duration) S.durationS = Number(opts.duration);
 
-const MATRIX: TargetSpec[] = [
+const FULL_MATRIX: TargetSpec[] = [
   { name: MAIN, kind: 's3dedup', meta: 'sqlite', blobs: 'local' },
   { name: MAIN_S3, kind: 's3dedup', meta: 'sqlite', blobs: 's3' },
   // Tuning experiment: S3 round trips are the bound of large transfers; more blocks in flight.
@@ -70,6 +75,8 @@ const MATRIX: TargetSpec[] = [
   { name: FT, kind: 'filetracker' },
   { name: DIRECT_S3, kind: 's3' },
 ];
+const MATRIX = rowFilter.length ? FULL_MATRIX.filter((m) => rowFilter.some((r) => m.name.includes(r))) : FULL_MATRIX;
+if (MATRIX.length === 0) throw new Error(`--rows ${opts.rows} matches no row; rows: ${FULL_MATRIX.map((m) => m.name).join('; ')}`);
 
 const started = Date.now();
 const log = (s: string) => console.log(`[bench ${((Date.now() - started) / 1000).toFixed(0).padStart(4)}s] ${s}`);
@@ -77,8 +84,13 @@ const errMsg = (err: unknown) => (err instanceof Error ? err.message : String(er
 
 async function main(): Promise<void> {
   installCleanup();
-  const tmp = mkdtempSync(join(tmpdir(), 's3dedup-bench-'));
-  const outDir = quick || opts.compiled ? join(BENCH_DIR, 'results', 'tmp') : join(BENCH_DIR, 'results');
+  // Scratch space (data directories of every server) on the repository's disk, not /tmp: on the
+  // machines this was written on, creating a file under /tmp costs about 1 ms of kernel CPU
+  // (30 us elsewhere on the same disk), which would make every small PUT a test of /tmp.
+  const scratchRoot = process.env.BENCH_SCRATCH ?? join(CACHE_DIR, 'scratch');
+  mkdirSync(scratchRoot, { recursive: true });
+  const tmp = mkdtempSync(join(scratchRoot, 'run-'));
+  const outDir = partialRun ? join(BENCH_DIR, 'results', 'tmp') : join(BENCH_DIR, 'results');
   const profDir = join(BENCH_DIR, 'results', 'tmp', 'profiles');
   mkdirSync(outDir, { recursive: true });
   log(`${quick ? 'quick' : 'full'} run; sections: ${SECTIONS.filter(enabled).join(', ')}; scratch ${tmp}`);
@@ -119,7 +131,8 @@ async function main(): Promise<void> {
       }
     }
     const deps: TargetDeps = { tmp, moto };
-    if (opts.compiled) deps.compiledMain = await compiledCli(log);
+    // The servers run the tsc build, as `npm start` does, unless --tsx asks for the source.
+    if (!opts.tsx) deps.compiledMain = await compiledCli(log);
     let pgRefusal: string | null = null;
     if ((enabled('small') || enabled('large')) && MATRIX.some((m) => m.meta === 'postgres')) {
       const support = await postgresSupported(tmp);
@@ -207,8 +220,8 @@ async function main(): Promise<void> {
         log(`profile "${title}": ${files[0]}`);
       };
       try {
-        const compiledMain = await compiledCli(log);
-        deps.compiledMain = compiledMain;
+        // Profiles always use the tsc build: its frames carry real line numbers.
+        deps.compiledMain ??= await compiledCli(log);
         const pool = bodyPool(CACHE_DIR, S.pool);
         await profile(`small-file PUT, 16 connections, ${S.profileS} s`, join(profDir, 'small-put'), async (url, t) => {
           await runWrk({ url, script: 'put.lua', scriptArgs: [t.path('bench/put'), 'prof', pool.path, '0', t.putQuery, 'ft', ''], connections: 16, durationS: S.profileS, threads: 1 });
@@ -269,7 +282,7 @@ async function main(): Promise<void> {
     dirty,
     mode: quick ? 'quick' : 'full',
     machine,
-    settings: { ...S, sections: SECTIONS.filter(enabled), server: opts.compiled ? 'tsc build (node dist/src/cli/main.js)' : 'node --import tsx src/cli/main.ts' },
+    settings: { ...S, sections: SECTIONS.filter(enabled), server: opts.tsx ? 'node --import tsx src/cli/main.ts' : 'tsc build (node dist/src/cli/main.js, as npm start)', rows: MATRIX.map((m) => m.name) },
     peers,
     small,
     smallPeakRss,
@@ -283,11 +296,11 @@ async function main(): Promise<void> {
     loadAverage: { start: loadAtStart, end: loadavg() },
   };
   const results: BenchResults = { ...partial, checks: computeChecks(partial) };
-  const stamp = `${date.slice(0, 19).replace(/:/g, '-')}Z-${commit}${quick ? '-quick' : ''}${opts.compiled ? '-compiled' : ''}`;
+  const stamp = `${date.slice(0, 19).replace(/:/g, '-')}Z-${commit}${quick ? '-quick' : ''}${opts.tsx ? '-tsx' : ''}`;
   const md = toMarkdown(results);
   writeFileSync(join(outDir, `${stamp}.md`), md);
   writeFileSync(join(outDir, `${stamp}.json`), `${JSON.stringify(results, null, 2)}\n`);
-  if (!quick && !opts.compiled && only.size === 0 && skip.size === 0) copyFileSync(join(outDir, `${stamp}.md`), join(outDir, 'latest.md'));
+  if (!partialRun) copyFileSync(join(outDir, `${stamp}.md`), join(outDir, 'latest.md'));
   rmSync(tmp, { recursive: true, force: true });
   console.log(`\n${md}`);
   log(`results: ${join(outDir, `${stamp}.md`)} and .json`);

@@ -57,6 +57,9 @@ export interface FiletrackerServer {
 export async function startFiletracker(src: FiletrackerSource, dataDir: string, logDir: string): Promise<FiletrackerServer> {
   const port = await freePort();
   mkdirSync(dataDir, { recursive: true });
+  // Its upload temp files (tempfile.mkstemp) beside its data, on the same disk as s3dedup's.
+  const tmpDir = join(dataDir, 'tmp');
+  mkdirSync(tmpDir, { recursive: true });
   const logPath = join(logDir, `filetracker-${port}.log`);
   const logFd = openSync(logPath, 'a');
   // Debian's gunicorn and python3, not whatever python a version manager put first on the PATH.
@@ -65,7 +68,7 @@ export async function startFiletracker(src: FiletrackerSource, dataDir: string, 
     ['-m', 'filetracker.servers.run', '-l', '127.0.0.1', '-p', String(port), '-d', dataDir, '-D', '--log-level', 'WARNING'],
     {
       cwd: src.dir,
-      env: { PATH: '/usr/bin:/bin:/usr/sbin:/sbin', PYTHONPATH: src.dir, HOME: dataDir, LANG: 'C.UTF-8' },
+      env: { PATH: '/usr/bin:/bin:/usr/sbin:/sbin', PYTHONPATH: src.dir, HOME: dataDir, TMPDIR: tmpDir, LANG: 'C.UTF-8' },
       stdio: ['ignore', logFd, logFd],
       detached: true,
     },

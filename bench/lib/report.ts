@@ -145,7 +145,7 @@ export function toMarkdown(r: BenchResults): string {
     const peaks = Object.entries(r.smallPeakRss);
     if (peaks.length) out.push(`Peak RSS during the small-file runs: ${peaks.map(([t, b]) => `${t} ${f0(mbOf(b))} MB`).join('; ')}.`, '');
     const idle = Object.entries(r.idleRss).filter(([, b]) => b > 0);
-    if (idle.length) out.push(`RSS of the s3dedup servers right after start (before any request; under tsx this includes its loader thread): ${idle.map(([t, b]) => `${t} ${f0(mbOf(b))} MB`).join('; ')}.`, '');
+    if (idle.length) out.push(`RSS of the s3dedup servers right after start (before any request): ${idle.map(([t, b]) => `${t} ${f0(mbOf(b))} MB`).join('; ')}.`, '');
     const ratioRows: string[] = [];
     for (const t of [...new Set(r.small.map((s) => s.target))].filter((t) => t.startsWith('s3dedup'))) {
       for (const op of ['PUT', 'GET']) {

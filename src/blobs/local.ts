@@ -7,13 +7,25 @@
 // mapping unambiguous a key segment may not be exactly two lowercase hex digits (that name is
 // reserved for fan-out directories), `.` or `..`, or start with `.tmp-` (temporary files).
 //
-// Writes go to `.tmp-<random>` in the destination directory and are renamed into place (or, for
+// Writes go to `.tmp-<token>-<n>` in the destination directory and are renamed into place (or, for
 // ifNoneMatch, hard-linked, which fails atomically when the name exists), so readers never see a
 // partial object. Directories are created on first use and never removed.
 import { randomBytes } from 'node:crypto';
-import { constants as fsConstants, type Dirent } from 'node:fs';
+import {
+  closeSync,
+  constants as fsConstants,
+  fsyncSync,
+  linkSync,
+  open as openCallback,
+  renameSync,
+  rmSync,
+  unlinkSync,
+  writeFileSync,
+  type Dirent,
+} from 'node:fs';
 import { access, link, mkdir, open, readFile, readdir, rename, stat, unlink } from 'node:fs/promises';
 import { dirname, join, resolve, sep } from 'node:path';
+import { promisify } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import { BlobExistsError, BlobNotFoundError, BlobStoreError } from '../errors.js';
 import type { BlobInfo, BlobStore, PutOptions } from './blob-store.js';
@@ -30,6 +42,11 @@ const TMP_PREFIX = '.tmp-';
 const FANNED_NAME = /^[0-9a-f]{16,}$/;
 /** A fan-out directory name, reserved in keys. */
 const FAN_DIR = /^[0-9a-f]{2}$/;
+/** Objects up to this size are written mostly inline (SMALL_OPS). */
+const SMALL_WRITE_BYTES = 65_536;
+/** Temporary names: a token per process and a counter, unique without a random draw per put. */
+const TMP_TOKEN = randomBytes(6).toString('hex');
+let tmpCounter = 0;
 /** How many stat() calls list() keeps in flight. */
 const STAT_BATCH = 32;
 
@@ -61,10 +78,12 @@ export class LocalBlobStore implements BlobStore {
     const signal = options.signal;
     signal?.throwIfAborted();
     const dir = dirname(path);
-    const tmp = join(dir, TMP_PREFIX + randomBytes(8).toString('hex'));
+    const tmp = join(dir, `${TMP_PREFIX}${TMP_TOKEN}-${(tmpCounter++).toString(36)}`);
+    // A small object without fsync takes one thread-pool round trip instead of four (SMALL_OPS).
+    const fs = !this.fsync && data.length <= SMALL_WRITE_BYTES ? SMALL_OPS : ASYNC_OPS;
     let tmpWritten = false;
     try {
-      await this.writeTemp(dir, tmp, data);
+      await this.writeTemp(fs, dir, tmp, data);
       tmpWritten = true;
       // The last point at which a cancelled upload can still leave no trace.
       signal?.throwIfAborted();
@@ -72,20 +91,20 @@ export class LocalBlobStore implements BlobStore {
         // link() fails with EEXIST if the name exists, so exactly one concurrent create wins;
         // rename() would silently replace the winner.
         try {
-          await link(tmp, path);
+          await fs.link(tmp, path);
         } catch (err) {
           if (errnoCode(err) === 'EEXIST') throw new BlobExistsError(key, { cause: err });
           throw err;
         }
       } else {
-        await rename(tmp, path);
+        await fs.rename(tmp, path);
         tmpWritten = false;
       }
       if (this.fsync) await syncDir(dir);
     } catch (err) {
       throw this.translate(err, `put ${key}`, signal);
     } finally {
-      if (tmpWritten) await unlink(tmp).catch(() => undefined);
+      if (tmpWritten) await fs.unlink(tmp).catch(() => undefined);
     }
   }
 
@@ -172,31 +191,21 @@ export class LocalBlobStore implements BlobStore {
     return join(this.root, ...segments);
   }
 
-  private async writeTemp(dir: string, tmp: string, data: Buffer): Promise<void> {
+  private async writeTemp(fs: FileOps, dir: string, tmp: string, data: Buffer): Promise<void> {
     if (!this.knownDirs.has(dir)) {
-      await mkdir(dir, { recursive: true });
+      await fs.mkdirp(dir);
       this.knownDirs.add(dir);
     }
-    let fh;
     try {
-      fh = await open(tmp, 'wx');
+      await fs.writeNew(tmp, data, this.fsync);
     } catch (err) {
       // The cached directory was removed behind our back: forget it and create it again.
       if (errnoCode(err) !== 'ENOENT') throw err;
       this.knownDirs.delete(dir);
-      await mkdir(dir, { recursive: true });
+      await fs.mkdirp(dir);
       this.knownDirs.add(dir);
-      fh = await open(tmp, 'wx');
+      await fs.writeNew(tmp, data, this.fsync);
     }
-    try {
-      await fh.writeFile(data);
-      if (this.fsync) await fh.sync();
-    } catch (err) {
-      await fh.close().catch(() => undefined);
-      await unlink(tmp).catch(() => undefined);
-      throw err;
-    }
-    await fh.close();
   }
 
   /**
@@ -326,6 +335,61 @@ async function statInfo(path: string, key: string): Promise<BlobInfo | null> {
     throw err;
   }
 }
+
+/** The file-system calls put() makes, in two flavours. */
+interface FileOps {
+  mkdirp(dir: string): unknown;
+  /** Creates `path` (failing if it exists) holding `data`; removes it again if the write fails. */
+  writeNew(path: string, data: Buffer, fsync: boolean): unknown;
+  link(from: string, to: string): unknown;
+  rename(from: string, to: string): unknown;
+  unlink(path: string): Promise<unknown>;
+}
+
+const ASYNC_OPS: FileOps = {
+  mkdirp: (dir) => mkdir(dir, { recursive: true }),
+  async writeNew(path, data, fsync) {
+    const fh = await open(path, 'wx');
+    try {
+      await fh.writeFile(data);
+      if (fsync) await fh.sync();
+    } catch (err) {
+      await fh.close().catch(() => undefined);
+      await unlink(path).catch(() => undefined);
+      throw err;
+    }
+    await fh.close();
+  },
+  link,
+  rename,
+  unlink,
+};
+
+const openFd = promisify(openCallback);
+
+/**
+ * For small objects: the file is created in the thread pool (allocating an inode cost up to
+ * 1 ms of kernel CPU on the disks this was measured on, better spent beside the event loop),
+ * and written, closed and renamed inline, which costs less than three more round trips.
+ */
+const SMALL_OPS: FileOps = {
+  mkdirp: ASYNC_OPS.mkdirp,
+  async writeNew(path, data, fsync) {
+    const fd = await openFd(path, 'wx');
+    try {
+      writeFileSync(fd, data);
+      if (fsync) fsyncSync(fd);
+    } catch (err) {
+      closeSync(fd);
+      rmSync(path, { force: true });
+      throw err;
+    }
+    closeSync(fd);
+  },
+  link: linkSync,
+  rename: renameSync,
+  unlink: async (path) => unlinkSync(path),
+};
 
 /** Makes a rename or link in dir durable. */
 async function syncDir(dir: string): Promise<void> {

@@ -14,6 +14,8 @@ import { AppError } from '../errors.js';
 import { blockKey, mapKey } from '../store/keys.js';
 import { isPostgres } from './dialect.js';
 import type { Database } from './schema.js';
+import { rawSqlite } from './sqlite.js';
+import { SqliteHotPath } from './sqlite-hot-path.js';
 
 export interface BlockRef {
   hash: string;
@@ -53,7 +55,10 @@ export type PutOutcome = { applied: boolean; version: number };
 export interface CommitGuard {
   /** gcWatermark() read before the upload looked for existing blocks and contents */
   startSeq: number;
-  /** whether this upload wrote the content map itself (else it found the content present) */
+  /**
+   * whether this upload found no content row, so it wrote the content map itself (or, for a
+   * content of one block, needed none); false when it found the content present
+   */
   mapWritten: boolean;
 }
 export type DeleteOutcome = 'deleted' | 'ignored' | 'absent';
@@ -73,9 +78,13 @@ const retryable = (why: string) => new AppError('UNAVAILABLE', `${why}; retry th
 export class MetadataStore {
   /** PostgreSQL (true) or SQLite (false): decides only the barrier's form. */
   readonly isPostgres: boolean;
+  /** Prepared statements for the per-request queries when `db` is a SQLite file openSqlite opened. */
+  private readonly hot: SqliteHotPath | undefined;
 
   constructor(readonly db: Kysely<Database>) {
     this.isPostgres = isPostgres(db);
+    const raw = rawSqlite(db);
+    this.hot = raw && new SqliteHotPath(raw, db);
   }
 
   async getFile(path: string): Promise<FileWithContent | null> {
@@ -107,6 +116,7 @@ export class MetadataStore {
 
   /** The file and its block list in one query (the GET path); null when absent. */
   async getFileForRead(path: string): Promise<{ file: FileWithContent; blocks: BlockRef[] } | null> {
+    if (this.hot) return this.hot.getFileForRead(path);
     const rows = await this.db
       .selectFrom('files')
       .innerJoin('contents', 'contents.hash', 'files.content_hash')
@@ -162,6 +172,11 @@ export class MetadataStore {
   /** Stored sizes of those of `hashes` the store already has. */
   async findBlocks(hashes: string[]): Promise<Map<string, number>> {
     const found = new Map<string, number>();
+    if (this.hot && hashes.length === 1) {
+      const storedSize = await this.hot.blockStoredSize(hashes[0]);
+      if (storedSize !== undefined) found.set(hashes[0], storedSize);
+      return found;
+    }
     for (let i = 0; i < hashes.length; i += INSERT_BATCH) {
       const rows = await this.db
         .selectFrom('blocks')
@@ -174,6 +189,7 @@ export class MetadataStore {
   }
 
   async hasContent(hash: string): Promise<boolean> {
+    if (this.hot) return this.hot.hasContent(hash);
     const row = await this.db.selectFrom('contents').select('hash').where('hash', '=', hash).executeTakeFirst();
     return row !== undefined;
   }
@@ -184,6 +200,7 @@ export class MetadataStore {
    * when that cannot be proven the commit fails with a retryable 503 and changes nothing.
    */
   async commitPut(path: string, version: number, content: ContentRecord, guard: CommitGuard): Promise<PutOutcome> {
+    if (this.hot) return this.hot.commitPut(path, version, content, guard);
     return this.db.transaction().execute(async (tx) => {
       await this.gcBarrier(tx, 'shared');
       const existing = await tx.selectFrom('files').select(['version', 'content_hash']).where('path', '=', path).executeTakeFirst();
@@ -212,6 +229,7 @@ export class MetadataStore {
    * blocks or contents; its commit passes it back in CommitGuard.startSeq.
    */
   async gcWatermark(): Promise<number> {
+    if (this.hot) return this.hot.gcWatermark();
     const row = await this.db
       .selectFrom('gc_state')
       .select(['pruned_through', sql<number | null>`(select max(seq) from gc_log)`.as('m')])
@@ -233,6 +251,7 @@ export class MetadataStore {
 
   /** Removes `path` unless a strictly newer version stands. */
   async commitDelete(path: string, version: number): Promise<DeleteOutcome> {
+    if (this.hot) return this.hot.commitDelete(path, version);
     return this.db.transaction().execute(async (tx) => {
       const existing = await tx.selectFrom('files').select(['version', 'content_hash']).where('path', '=', path).executeTakeFirst();
       if (!existing) return 'absent';

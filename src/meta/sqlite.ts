@@ -29,6 +29,14 @@ function cachingDatabase(sqlite: BetterSqlite3.Database): SqliteDatabase {
   };
 }
 
+/** The better-sqlite3 connection under each Kysely instance openSqlite made (for the hot path). */
+const rawConnections = new WeakMap<Kysely<Database>, BetterSqlite3.Database>();
+
+/** The connection under `db` when openSqlite opened it; undefined for any other Kysely. */
+export function rawSqlite(db: Kysely<Database>): BetterSqlite3.Database | undefined {
+  return rawConnections.get(db);
+}
+
 /** One connection: SQLite serialises writers anyway, and Kysely queues queries on it. */
 export function openSqlite(path: string): Kysely<Database> {
   if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true });
@@ -38,5 +46,7 @@ export function openSqlite(path: string): Kysely<Database> {
   sqlite.pragma('journal_mode = WAL');
   sqlite.pragma('synchronous = NORMAL');
   sqlite.pragma('busy_timeout = 5000');
-  return new Kysely<Database>({ dialect: new SqliteDialect({ database: cachingDatabase(sqlite) }) });
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: cachingDatabase(sqlite) }) });
+  rawConnections.set(db, sqlite);
+  return db;
 }

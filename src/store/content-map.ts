@@ -1,6 +1,7 @@
 // The content map: a content's block list as a JSON blob at `maps/<content sha256>`. It is
 // written before any metadata names the content, so the bucket alone can rebuild the
-// metadata of every content it holds.
+// metadata of every content it holds. A content of one block has none: its only block,
+// `blocks/<content sha256>`, is the content itself (file-store.ts).
 import type { BlockRef } from '../meta/metadata-store.js';
 
 export const MAP_FORMAT = 's3dedup-map/1';

@@ -5,7 +5,11 @@
 // - `blocks/<sha256>`    one per distinct block (SHA-256 of the uncompressed bytes), holding a
 //                        raw deflate segment that ends in a full flush, so the segments of a
 //                        file concatenate into one deflate stream;
-// - `maps/<sha256>`      one per distinct content (SHA-256 of the whole file): its block list.
+// - `maps/<sha256>`      one per distinct content (SHA-256 of the whole file): its block list;
+//                        except for a content of exactly one block, whose block is already
+//                        `blocks/<content sha256>` and whose row holds all a map would (sizes,
+//                        CRC). Most Filetracker files are that small, and an object less per
+//                        PUT is one file creation (local) or request (S3) less.
 // Write order on PUT: missing blocks, then the map, then one metadata transaction that points
 // the path at the content and bumps reference counts. A crash before the transaction leaves
 // only unreferenced blobs, which the cleaner's full scan removes. Nothing is deleted inline:
@@ -73,6 +77,11 @@ export interface StoredFile extends FileWithContent {
   gzipLength: number;
 }
 
+/** Whether a content with these blocks gets a `maps/` object (see the layout above). */
+export function needsMap(blocks: readonly BlockRef[]): boolean {
+  return blocks.length !== 1;
+}
+
 function withGzipLength(f: FileWithContent): StoredFile {
   return { ...f, gzipLength: gzipMemberLength([f.storedSize]) };
 }
@@ -110,7 +119,7 @@ export class FileStore {
       throw new AppError('CHECKSUM_MISMATCH', `SHA256-Checksum ${req.expectedSha256} does not match the body (${result.hash})`);
     }
     const mapWritten = !(await this.meta.hasContent(result.hash));
-    if (mapWritten) {
+    if (mapWritten && needsMap(result.blocks)) {
       await this.blobs.put(mapKey(result.hash), encodeContentMap(result.hash, result.logicalSize, result.crc32, result.blocks), {
         signal: req.signal,
       });

@@ -101,6 +101,30 @@ describe.each(BACKENDS)('cleaner on $name', ({ blobs, meta }) => {
     expect(await checkConsistency(h.runtime)).toEqual(CONSISTENT);
   });
 
+  it('a content of one block has no map; its block is collected like any other', async () => {
+    const one = randomBytes(3000); // under CHUNK_MIN_SIZE: one block, named by the content hash
+    const two = randomBytes(3 * PIECE);
+    const path = `one-${uid()}`;
+    const result = await putFile(h, path, one);
+    expect(result.contentHash).toBe(sha256(one));
+    expect(await blobExists(blockKey(sha256(one)))).toBe(true);
+    expect(await blobExists(mapKey(sha256(one)))).toBe(false);
+    await putFile(h, `${path}-two`, two);
+    expect(await blobExists(mapKey(sha256(two)))).toBe(true); // several blocks: mapped
+    expect(await checkConsistency(h.runtime)).toEqual(CONSISTENT);
+    // The full scan knows a one-block content by its row, with or without a map (older stores
+    // wrote one for every content).
+    await h.runtime.blobs.put(mapKey(sha256(one)), Buffer.from('{}'));
+    await h.runtime.cleaner.run({ fullScan: true });
+    expect(await blobExists(mapKey(sha256(one)))).toBe(true);
+
+    expect(await h.runtime.store.delete(path, T0)).toBe('deleted');
+    await h.runtime.cleaner.run();
+    expect(await blobExists(blockKey(sha256(one)))).toBe(false);
+    expect(await blobExists(mapKey(sha256(one)))).toBe(false);
+    expect(await checkConsistency(h.runtime)).toEqual(CONSISTENT);
+  });
+
   it('keeps garbage younger than the grace period', async () => {
     const data = randomBytes(2 * PIECE);
     const path = `grace-${uid()}`;

@@ -1,0 +1,81 @@
+// The SQLite hot path shares its connection with Kysely: a call made while a Kysely transaction
+// is open (the cleaner's, between two of its statements) must wait for it to end, never run
+// inside it. The rest of its behaviour is covered by metadata-store.test.ts, which runs the same
+// assertions on SQLite (hot path) and PostgreSQL (Kysely).
+import { createHash } from 'node:crypto';
+import type { Kysely } from 'kysely';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { configureLogger } from '../../src/log.js';
+import { MetadataStore, type ContentRecord } from '../../src/meta/metadata-store.js';
+import { migrateToLatest } from '../../src/meta/migrate.js';
+import type { Database } from '../../src/meta/schema.js';
+import { openSqlite, rawSqlite } from '../../src/meta/sqlite.js';
+
+configureLogger({ level: 'silent' });
+
+const hex = (s: string) => createHash('sha256').update(s).digest('hex');
+const block = { hash: hex('b'), size: 10, storedSize: 7, crc32: 42 };
+const content: ContentRecord = { hash: block.hash, logicalSize: 10, storedSize: 7, crc32: 42, blocks: [block] };
+
+/** A promise and the function that resolves it. */
+function gate(): { wait: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const wait = new Promise<void>((r) => (open = r));
+  return { wait, open };
+}
+
+describe('SqliteHotPath beside Kysely transactions', () => {
+  let db: Kysely<Database>;
+  let meta: MetadataStore;
+
+  beforeEach(async () => {
+    db = openSqlite(':memory:');
+    await migrateToLatest(db);
+    meta = new MetadataStore(db);
+    await meta.commitPut('a', 100, content, { startSeq: 0, mapWritten: true });
+  });
+  afterEach(async () => {
+    await meta.close();
+  });
+
+  it('is opened for SQLite only through openSqlite', () => {
+    expect(rawSqlite(db)).toBeDefined();
+  });
+
+  it('a read waits for an open Kysely transaction and sees its outcome, not its uncommitted rows', async () => {
+    const g = gate();
+    const tx = db.transaction().execute(async (t) => {
+      await t.deleteFrom('files').where('path', '=', 'a').execute();
+      await g.wait; // the transaction is open with an uncommitted delete
+      throw new Error('roll back');
+    });
+    await new Promise((r) => setImmediate(r));
+    expect(rawSqlite(db)!.inTransaction).toBe(true);
+    let read: unknown = 'pending';
+    const reading = meta.getFileForRead('a').then((r) => (read = r));
+    await new Promise((r) => setImmediate(r));
+    expect(read).toBe('pending'); // did not run inside the open transaction
+    g.open();
+    await expect(tx).rejects.toThrow('roll back');
+    await reading;
+    expect((read as { file: { version: number } }).file.version).toBe(100); // the delete was rolled back
+  });
+
+  it('a commit made while a Kysely transaction is open runs after it, in its own transaction', async () => {
+    const g = gate();
+    const tx = db.transaction().execute(async (t) => {
+      await t.updateTable('files').set({ version: 150 }).where('path', '=', 'a').execute();
+      await g.wait;
+      throw new Error('roll back');
+    });
+    await new Promise((r) => setImmediate(r));
+    // Run inside the open transaction, it would see version 150, or be rolled back with it.
+    const commit = meta.commitPut('a', 120, content, { startSeq: 0, mapWritten: true });
+    g.open();
+    await expect(tx).rejects.toThrow('roll back');
+    await expect(commit).resolves.toEqual({ applied: true, version: 120 });
+    expect((await meta.getFileForRead('a'))?.file.version).toBe(120);
+    await expect(meta.commitDelete('a', 200)).resolves.toBe('deleted');
+    expect(await meta.getFileForRead('a')).toBeNull();
+  });
+});
