@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import type { Server, ServerResponse } from 'node:http';
 import { serve } from '@hono/node-server';
 import { CleanerScheduler } from './cleaner/scheduler.js';
+import type { MetricsSource } from './cluster.js';
 import type { Config } from './config/config.js';
 import { createApp } from './http/app.js';
 import { moduleLogger } from './log.js';
@@ -17,10 +18,10 @@ export interface RunningServer {
   stop(): Promise<void>;
 }
 
-export async function startServer(config: Config): Promise<RunningServer> {
+export async function startServer(config: Config, opts: { metricsSource?: MetricsSource } = {}): Promise<RunningServer> {
   const log = moduleLogger('http');
   const runtime = await openRuntime(config);
-  const app = createApp({ store: runtime.store, meta: runtime.meta, blobs: runtime.blobs, log });
+  const app = createApp({ store: runtime.store, meta: runtime.meta, blobs: runtime.blobs, log, metricsSource: opts.metricsSource });
   const server = await new Promise<Server>((resolve) => {
     const s = serve({ fetch: app.fetch, hostname: config.listenAddress, port: config.listenPort }, () => resolve(s as Server));
   });

@@ -95,7 +95,8 @@ export async function startTarget(spec: TargetSpec, deps: TargetDeps): Promise<T
         mode: 'ft',
         authHeaders: {},
         pid: server.pid,
-        memory: 'hwm',
+        // Several worker processes: their summed RSS, like the other multi-process servers.
+        memory: Number(env.WORKERS ?? 1) > 1 ? 'tree' : 'hwm',
         stop: server.stop,
       };
     }

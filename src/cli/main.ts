@@ -1,9 +1,12 @@
 #!/usr/bin/env node
 // The s3dedup command line: `server`, `cleanup`, `fsck`; the migration commands come later.
+import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';
+import { clusterMetrics, startPrimary, workerConfig, workerIndex } from '../cluster.js';
 import { ConfigError, ENV_VARS, loadConfig } from '../config/config.js';
 import { configureLogger } from '../log.js';
 import { formatFsckReport, runFsck } from '../maintenance/fsck.js';
+import { metrics } from '../metrics/metrics.js';
 import { openRuntime } from '../runtime.js';
 import { startServer } from '../server.js';
 
@@ -14,7 +17,8 @@ process.env.UV_THREADPOOL_SIZE ??= '16';
 const USAGE = `usage: s3dedup <command> [options]
 
 commands:
-  server        run the Filetracker v2 proxy (http://LISTEN_ADDRESS:LISTEN_PORT/ft)
+  server        run the Filetracker v2 proxy (http://LISTEN_ADDRESS:LISTEN_PORT/ft), in WORKERS
+                processes
   cleanup       run one cleaner pass (deletes unreferenced blocks and maps older than
                 CLEANER_GRACE_SECONDS) and print what it deleted; exit 0, or 1 on an error
                 (nothing more is deleted after an error; the next pass resumes)
@@ -65,7 +69,18 @@ async function main(argv: string[]): Promise<number> {
   configureLogger({ level: config.logLevel, json: config.logJson });
   switch (command) {
     case 'server': {
-      const running = await startServer(config);
+      if (config.workers > 1 && cluster.isPrimary) {
+        const primary = await startPrimary(config);
+        const onSignal = () => primary.stop().then(() => process.exit(0));
+        process.once('SIGTERM', onSignal);
+        process.once('SIGINT', onSignal);
+        return new Promise<number>(() => {}); // runs until a signal
+      }
+      const index = workerIndex();
+      const running =
+        index === null
+          ? await startServer(config)
+          : await startServer(workerConfig(config, index), { metricsSource: clusterMetrics(metrics.registry) });
       const onSignal = () => {
         running.stop().then(
           () => process.exit(0),
@@ -77,6 +92,8 @@ async function main(argv: string[]): Promise<number> {
       };
       process.once('SIGTERM', onSignal);
       process.once('SIGINT', onSignal);
+      // A worker whose primary is gone (killed) stops too, instead of serving on unsupervised.
+      if (index !== null) process.once('disconnect', onSignal);
       return new Promise<number>(() => {}); // runs until a signal
     }
     case 'cleanup': {

@@ -46,6 +46,8 @@ export interface Config extends FileStoreOptions {
   filetrackerV1Dir?: string;
   /** ms SIGTERM waits for requests in flight before closing anyway */
   shutdownGraceMs: number;
+  /** server processes sharing the port (1: this process serves; more: a primary forks them) */
+  workers: number;
 }
 
 export class ConfigError extends Error {
@@ -77,6 +79,7 @@ export const ENV_VARS: Record<string, string> = {
   S3_REGION: 'region (us-east-1)', S3_FORCE_PATH_STYLE: 'path-style addressing (true)',
   DATA_DIR: 'embedded default home (./data)', LOCAL_FSYNC: 'fsync local blobs (false)',
   MAX_INMEMORY_SIZE: 'bytes (compatibility; uploads always stream)', TEMP_DIR: 'scratch directory (<DATA_DIR>/tmp)',
+  WORKERS: 'server processes sharing the port, e.g. the number of cores (1)',
   CLEANER_ENABLED: 'run the cleaner in the server (true)', CLEANER_INTERVAL: 'seconds between passes (3600)',
   CLEANER_BATCH_SIZE: 'deletions decided per transaction (1000)', CLEANER_CONCURRENCY: 'blob deletions in flight (8)',
   CLEANER_FULL_SCAN_CRON: "cron of full scans for unknown objects ('0 3 * * *'; '' = never)",
@@ -206,6 +209,7 @@ export function loadConfig(options: { configFile?: string; env?: Env } = {}): Co
     lockTimeoutMs: int('LOCK_TIMEOUT_MS', 30_000, 1, 3_600_000, file.lock_timeout_ms),
     blockCacheBytes: int('BLOCK_CACHE_BYTES', 64 << 20, 0, 64 * 2 ** 30, file.block_cache_bytes),
     shutdownGraceMs: int('SHUTDOWN_GRACE_MS', 30_000, 0, 3_600_000, file.shutdown_grace_ms),
+    workers: int('WORKERS', 1, 1, 256, file.workers),
   };
 
   const cron = cronProblem(config.cleaner.fullScanCron);
@@ -219,6 +223,9 @@ export function loadConfig(options: { configFile?: string; env?: Env } = {}): Co
   }
   if (config.locksType === 'postgres' && config.kvstorageType !== 'postgres') {
     problems.push('LOCKS_TYPE=postgres needs KVSTORAGE_TYPE=postgres (advisory locks live in the metadata database)');
+  }
+  if (config.workers > 1 && config.kvstorageType === 'postgres' && config.locksType === 'memory') {
+    problems.push('WORKERS > 1 with KVSTORAGE_TYPE=postgres needs LOCKS_TYPE=postgres (in-memory locks cover one process)');
   }
   if (problems.length > 0) throw new ConfigError(problems);
   return config;

@@ -1,6 +1,7 @@
 // The HTTP application: Filetracker routes, health and metrics, and the single error mapping.
 import { Hono } from 'hono';
 import type { BlobStore } from '../blobs/blob-store.js';
+import type { MetricsSource } from '../cluster.js';
 import type { Logger } from '../log.js';
 import type { MetadataStore } from '../meta/metadata-store.js';
 import { metrics as defaultMetrics, type Metrics } from '../metrics/metrics.js';
@@ -17,6 +18,8 @@ export interface AppDeps {
   log: Logger;
   /** Instruments to record into and expose; default: the process-wide `metrics`. */
   metrics?: Metrics;
+  /** What GET /metrics answers with; default: `metrics`' registry (a cluster worker: all workers'). */
+  metricsSource?: MetricsSource;
 }
 
 export function createApp(deps: AppDeps): Hono {
@@ -25,7 +28,7 @@ export function createApp(deps: AppDeps): Hono {
   app.use('*', metricsMiddleware(m));
   app.route('/', filetrackerRoutes(deps.store, deps.log));
   app.route('/', healthRoutes(deps.meta, deps.blobs));
-  app.route('/', metricsRoutes(m));
+  app.route('/', metricsRoutes(m, deps.metricsSource));
   app.notFound((c) => c.text(`no route for ${c.req.method} ${c.req.path}\n`, 404));
   app.onError((err, c) => errorResponse(err, c, deps.log));
   return app;

@@ -29,7 +29,8 @@ export function healthRoutes(meta: MetadataStore, blobs: BlobStore): Hono {
     ]);
     const healthy = database === 'ok' && s3 === 'ok';
     return c.json(
-      { status: healthy ? 'healthy' : 'unhealthy', uptime_seconds: Math.floor((Date.now() - started) / 1000), checks: { database, s3 } },
+      // pid: which process answered (with WORKERS > 1, one of several).
+      { status: healthy ? 'healthy' : 'unhealthy', uptime_seconds: Math.floor((Date.now() - started) / 1000), pid: process.pid, checks: { database, s3 } },
       healthy ? 200 : 503,
     );
   });

@@ -3,15 +3,17 @@
 import type { Context, MiddlewareHandler } from 'hono';
 import { Hono } from 'hono';
 import { routePath } from 'hono/route';
+import { localMetrics, type MetricsSource } from '../cluster.js';
 import type { Metrics } from '../metrics/metrics.js';
 
 /** Label for requests no route matched: raw paths never become label values. */
 export const UNMATCHED_ROUTE = 'unmatched';
 
-export function metricsRoutes(m: Metrics): Hono {
+/** `source`: where the numbers come from; by default this process's registry. */
+export function metricsRoutes(m: Metrics, source: MetricsSource = localMetrics(m.registry)): Hono {
   const app = new Hono();
-  app.get('/metrics', async (c) => c.body(await m.registry.metrics(), 200, { 'Content-Type': m.registry.contentType }));
-  app.get('/metrics/json', async (c) => c.json(await m.registry.getMetricsAsJSON()));
+  app.get('/metrics', async (c) => c.body(await source.text(), 200, { 'Content-Type': m.registry.contentType }));
+  app.get('/metrics/json', async (c) => c.json(await source.json()));
   return app;
 }
 

@@ -15,8 +15,13 @@ import { AppError } from '../errors.js';
 import { blockKey, mapKey } from '../store/keys.js';
 import type { BlockRef, CommitGuard, ContentRecord, DeleteOutcome, FileWithContent, PutOutcome } from './metadata-store.js';
 import type { Database } from './schema.js';
+import { BUSY_TIMEOUT_MS } from './sqlite.js';
 
 const retryable = (why: string) => new AppError('UNAVAILABLE', `${why}; retry the request`);
+
+/** How long a commit keeps retrying while another process holds the write lock (as busy_timeout). */
+const BUSY_WAIT_MS = 5_000;
+const isBusy = (err: unknown) => (err as { code?: string } | null)?.code === 'SQLITE_BUSY';
 
 interface ReadRow {
   path: string;
@@ -132,12 +137,39 @@ export class SqliteHotPath {
     return this.run(() => this.s.hasContent.get(hash) !== undefined);
   }
 
-  commitPut(path: string, version: number, c: ContentRecord, guard: CommitGuard): PutOutcome | Promise<PutOutcome> {
-    return this.run(() => this.commitPutTx(path, version, c, guard));
+  commitPut(path: string, version: number, c: ContentRecord, guard: CommitGuard): Promise<PutOutcome> {
+    return this.write(() => this.commitPutTx(path, version, c, guard));
   }
 
-  commitDelete(path: string, version: number): DeleteOutcome | Promise<DeleteOutcome> {
-    return this.run(() => this.commitDeleteTx(path, version));
+  commitDelete(path: string, version: number): Promise<DeleteOutcome> {
+    return this.write(() => this.commitDeleteTx(path, version));
+  }
+
+  /**
+   * Runs a write transaction. When another process holds the write lock (WORKERS > 1, a CLI
+   * beside the server), SQLite's own busy wait would sleep 1 ms and more with the event loop
+   * blocked; instead BEGIN fails at once here and the attempt is repeated asynchronously, so
+   * this process serves other requests meanwhile.
+   */
+  private async write<T>(tx: () => T): Promise<T> {
+    const deadline = Date.now() + BUSY_WAIT_MS;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.run(() => {
+          // Not prepared once: SQLite applies this pragma when it compiles it, not when it runs.
+          this.raw.pragma('busy_timeout = 0');
+          try {
+            return tx();
+          } finally {
+            this.raw.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+          }
+        });
+      } catch (err) {
+        if (!isBusy(err) || Date.now() > deadline) throw err;
+      }
+      // A few turns of the event loop first (the holder commits in microseconds), then 1 ms.
+      await new Promise((r) => (attempt < 8 ? setImmediate(r) : setTimeout(r, 1)));
+    }
   }
 
   private commitPutBody(path: string, version: number, c: ContentRecord, guard: CommitGuard): PutOutcome {

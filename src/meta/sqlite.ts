@@ -17,7 +17,12 @@ function cachingDatabase(sqlite: BetterSqlite3.Database): SqliteDatabase {
   const statements = new Map<string, BetterSqlite3.Statement>();
   return {
     close: () => void sqlite.close(),
-    prepare(sql: string) {
+    prepare(text: string) {
+      // Kysely opens transactions with a plain `begin`, which takes the write lock only at the
+      // first write; another process (WORKERS > 1, a CLI beside the server) committing in
+      // between would then fail it with SQLITE_BUSY. IMMEDIATE takes the lock up front, waiting
+      // in busy_timeout.
+      const sql = text === 'begin' ? 'begin immediate' : text;
       let stmt = statements.get(sql);
       if (!stmt) {
         if (statements.size >= STATEMENT_CACHE) statements.clear();
@@ -28,6 +33,9 @@ function cachingDatabase(sqlite: BetterSqlite3.Database): SqliteDatabase {
     },
   };
 }
+
+/** ms a statement waits while another process holds the lock it needs */
+export const BUSY_TIMEOUT_MS = 5_000;
 
 /** The better-sqlite3 connection under each Kysely instance openSqlite made (for the hot path). */
 const rawConnections = new WeakMap<Kysely<Database>, BetterSqlite3.Database>();
@@ -45,7 +53,7 @@ export function openSqlite(path: string): Kysely<Database> {
   // (a power loss may drop the last transactions, never corrupt the file).
   sqlite.pragma('journal_mode = WAL');
   sqlite.pragma('synchronous = NORMAL');
-  sqlite.pragma('busy_timeout = 5000');
+  sqlite.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: cachingDatabase(sqlite) }) });
   rawConnections.set(db, sqlite);
   return db;

@@ -254,6 +254,15 @@ describe('loadConfig validation', () => {
     expect(() => loadConfig({ env: { LOCKS_TYPE: 'postgres', KVSTORAGE_TYPE: 'postgres' } })).not.toThrow();
   });
 
+  it('takes WORKERS, and refuses several with PostgreSQL metadata but in-memory locks', () => {
+    expect(loadConfig({ env: {} }).workers).toBe(1);
+    expect(loadConfig({ env: { WORKERS: '4' } }).workers).toBe(4);
+    expect(configError({ env: { WORKERS: '0' } }).problems).toEqual([expect.stringMatching(/^WORKERS/)]);
+    const err = configError({ env: { WORKERS: '2', KVSTORAGE_TYPE: 'postgres' } });
+    expect(err.problems).toEqual([expect.stringMatching(/WORKERS > 1 with KVSTORAGE_TYPE=postgres needs LOCKS_TYPE=postgres/)]);
+    expect(loadConfig({ env: { WORKERS: '2', KVSTORAGE_TYPE: 'postgres', LOCKS_TYPE: 'postgres' } }).workers).toBe(2);
+  });
+
   it('checks the S3 settings only when blocks go to S3', () => {
     expect(configError({ env: { BLOB_STORE: 's3' } }).problems).toEqual(['BLOB_STORE=s3 needs S3_ENDPOINT']);
     const err = configError({ env: { S3_ENDPOINT: 'ftp://x', BUCKET_NAME: 'Bad_Bucket' } });

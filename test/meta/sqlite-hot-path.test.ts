@@ -79,3 +79,39 @@ describe('SqliteHotPath beside Kysely transactions', () => {
     expect(await meta.getFileForRead('a')).toBeNull();
   });
 });
+
+describe('SqliteHotPath beside another process holding the write lock', () => {
+  it('retries a commit without blocking the event loop, and commits once the lock is free', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const BetterSqlite3 = (await import('better-sqlite3')).default;
+    const dir = mkdtempSync(join(tmpdir(), 'hot-busy-'));
+    const db = openSqlite(join(dir, 'm.sqlite'));
+    await migrateToLatest(db);
+    const meta = new MetadataStore(db);
+    // A second connection stands in for another server process.
+    const other = new BetterSqlite3(join(dir, 'm.sqlite'));
+    try {
+      other.exec('begin immediate');
+      let ticks = 0;
+      const ticker = setInterval(() => ticks++, 1);
+      const started = Date.now();
+      const commit = meta.commitPut('x', 1, content, { startSeq: 0, mapWritten: true });
+      await new Promise((r) => setTimeout(r, 50));
+      expect(ticks).toBeGreaterThan(10); // the event loop kept turning while the commit waited
+      expect(await meta.getFileForRead('x')).toBeNull();
+      other.exec('commit');
+      await expect(commit).resolves.toEqual({ applied: true, version: 1 });
+      clearInterval(ticker);
+      expect(Date.now() - started).toBeLessThan(2_000);
+      expect((await meta.getFileForRead('x'))?.file.version).toBe(1);
+      // busy_timeout is back for everything else on the connection.
+      expect(rawSqlite(db)!.pragma('busy_timeout', { simple: true })).toBe(5000);
+    } finally {
+      other.close();
+      await meta.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
