@@ -6,7 +6,7 @@
 // whole-file gzip, the physical limits of the codec stages, and CPU profiles of the server; then
 // writes bench/results/<date>-<commit>.md and .json and bench/results/latest.md (a --quick run
 // writes under bench/results/tmp/, which git ignores). See bench/README.md.
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -37,6 +37,7 @@ const { values: opts } = parseArgs({
     duration: { type: 'string' },
     tsx: { type: 'boolean', default: false },
     rows: { type: 'string' },
+    render: { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
   strict: true,
@@ -46,6 +47,7 @@ if (opts.help) {
     'usage: npm run bench -- [--quick] [--only limits,small,large,dedup,profile] [--skip ...] [--duration SECONDS] [--rows TEXT,...] [--tsx]\n' +
       '  --rows: only the rows of the matrix whose name contains one of these texts (e.g. --rows sqlite+local,Filetracker)\n' +
       '  --tsx: run the s3dedup servers from src/ through tsx instead of the tsc build `npm start` runs\n' +
+      '  --render FILE.json: measure nothing; recompute the checks and rewrite FILE.md from a saved run\n' +
       'env: FILETRACKER_SRC (Filetracker checkout), BENCH_DATASET (pkg@v1,v2,...), DATABASE_URL (PostgreSQL to use)\n',
   );
   process.exit(0);
@@ -308,7 +310,17 @@ async function main(): Promise<void> {
   log(`results: ${join(outDir, `${stamp}.md`)} and .json`);
 }
 
-main().then(
+/** Rewrites the Markdown (and the checks in the JSON) of a saved run with the current report code. */
+function render(jsonPath: string): void {
+  const saved = JSON.parse(readFileSync(jsonPath, 'utf8')) as BenchResults;
+  const results: BenchResults = { ...saved, checks: computeChecks(saved) };
+  const mdPath = jsonPath.replace(/\.json$/, '.md');
+  writeFileSync(jsonPath, `${JSON.stringify(results, null, 2)}\n`);
+  writeFileSync(mdPath, toMarkdown(results));
+  log(`rewrote ${mdPath} and its checks in ${jsonPath}`);
+}
+
+(opts.render ? Promise.resolve().then(() => render(opts.render!)) : main()).then(
   () => process.exit(0),
   (err) => {
     console.error(`[bench] failed: ${(err as Error).stack ?? err}`);

@@ -88,9 +88,18 @@ export function computeChecks(r: Omit<BenchResults, 'checks'>): Check[] {
     const row = large(MAIN, data, op);
     checks.push({ target: `large ${data} ${op} on local disk >= ${goal} MB/s`, goal: `>= ${goal}`, measured: row ? `${f0(row.mbps)} MB/s` : 'not measured', met: row ? row.mbps >= goal : null });
   }
-  const ours = [...r.large.filter((x) => x.target.startsWith('s3dedup')), ...[]];
-  const peak = Math.max(0, ...ours.map((x) => x.peakRssBytes), ...Object.entries(r.smallPeakRss).filter(([t]) => t.startsWith('s3dedup')).map(([, v]) => v));
-  checks.push({ target: 'peak RSS of the s3dedup server < 300 MB (any file size)', goal: '< 300 MB', measured: ours.length ? `${f0(mbOf(peak))} MB` : 'not measured', met: ours.length ? peak < 300e6 : null });
+  // Peak RSS: of one server process (WORKERS=1, the default), and separately of the WORKERS=2
+  // row, whose figure sums its three processes (primary and two workers).
+  for (const [label, pick] of [
+    ['peak RSS of the s3dedup server < 300 MB (any file size)', (t: string) => t.startsWith('s3dedup') && t !== MAIN_WORKERS],
+    [`peak RSS < 300 MB, ${MAIN_WORKERS.replace('s3dedup ', '')} (its 3 processes summed)`, (t: string) => t === MAIN_WORKERS],
+  ] as const) {
+    const rows = r.large.filter((x) => pick(x.target));
+    const smallPeaks = Object.entries(r.smallPeakRss).filter(([t]) => pick(t)).map(([, v]) => v);
+    if (!rows.length && !smallPeaks.length) continue;
+    const peak = Math.max(0, ...rows.map((x) => x.peakRssBytes), ...smallPeaks);
+    checks.push({ target: label, goal: '< 300 MB', measured: `${f0(mbOf(peak))} MB`, met: peak < 300e6 });
+  }
   const bad = r.large.filter((x) => x.target.startsWith('s3dedup') && (x.error || x.verified === false));
   checks.push({ target: 'large files read back intact (s3dedup rows)', goal: 'all', measured: bad.length ? bad.map((b) => `${b.target} ${b.data} ${b.op}: ${b.error}`).join('; ') : `${r.large.filter((x) => x.verified).length} verified`, met: r.large.some((x) => x.verified) ? bad.length === 0 : null });
 
