@@ -10,9 +10,9 @@
 //   revives it for free).
 // Every change of the namespace and its counts happens in one transaction.
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { AppError } from '../errors.js';
 import { blockKey, mapKey } from '../store/keys.js';
 import { isPostgres } from './dialect.js';
+import { fileForRead, n, retryable } from './file-for-read.js';
 import type { Database } from './schema.js';
 import { rawSqlite } from './sqlite.js';
 import { SqliteHotPath } from './sqlite-hot-path.js';
@@ -68,12 +68,8 @@ const INSERT_BATCH = 500;
 /** Rows per page when listing. */
 const LIST_PAGE = 1000;
 
-const n = (v: unknown): number => (typeof v === 'number' ? v : Number(v));
-
 /** Advisory-lock id of the commit/cleaner barrier (any fixed int8; this is 's3dedupg' in ASCII). */
 const GC_BARRIER_ID = '8301088924813848679';
-
-const retryable = (why: string) => new AppError('UNAVAILABLE', `${why}; retry the request`);
 
 export class MetadataStore {
   /** PostgreSQL (true) or SQLite (false): decides only the barrier's form. */
@@ -138,23 +134,7 @@ export class MetadataStore {
       .where('files.path', '=', path)
       .orderBy('content_blocks.idx')
       .execute();
-    if (rows.length === 0) return null;
-    const r = rows[0];
-    const file: FileWithContent = {
-      path: r.path,
-      version: n(r.version),
-      contentHash: r.content_hash,
-      logicalSize: n(r.logical_size),
-      storedSize: n(r.content_stored_size),
-      crc32: n(r.content_crc32),
-      blockCount: n(r.block_count),
-    };
-    const blocks: BlockRef[] = [];
-    for (const b of rows) {
-      if (b.block_hash === null) continue; // an empty file has no block rows
-      blocks.push({ hash: b.block_hash, size: n(b.block_size), storedSize: n(b.block_stored_size), crc32: n(b.block_crc32) });
-    }
-    return { file, blocks };
+    return fileForRead(rows);
   }
 
   /** The block list of a content, in order. */

@@ -11,31 +11,15 @@
 // that transaction ends) instead of running inside someone else's transaction.
 import type BetterSqlite3 from 'better-sqlite3';
 import type { Kysely } from 'kysely';
-import { AppError } from '../errors.js';
 import { blockKey, mapKey } from '../store/keys.js';
 import type { BlockRef, CommitGuard, ContentRecord, DeleteOutcome, FileWithContent, PutOutcome } from './metadata-store.js';
+import { fileForRead, retryable, type FileForReadRow } from './file-for-read.js';
 import type { Database } from './schema.js';
 import { BUSY_TIMEOUT_MS } from './sqlite.js';
-
-const retryable = (why: string) => new AppError('UNAVAILABLE', `${why}; retry the request`);
 
 /** How long a commit keeps retrying while another process holds the write lock (as busy_timeout). */
 const BUSY_WAIT_MS = 5_000;
 const isBusy = (err: unknown) => (err as { code?: string } | null)?.code === 'SQLITE_BUSY';
-
-interface ReadRow {
-  path: string;
-  version: number;
-  content_hash: string;
-  logical_size: number;
-  content_stored_size: number;
-  content_crc32: number;
-  block_count: number;
-  block_hash: string | null;
-  block_size: number;
-  block_stored_size: number;
-  block_crc32: number;
-}
 
 export class SqliteHotPath {
   /** Prepared on first use: the tables exist only once migrations have run. */
@@ -103,26 +87,7 @@ export class SqliteHotPath {
   }
 
   getFileForRead(path: string): { file: FileWithContent; blocks: BlockRef[] } | null | Promise<{ file: FileWithContent; blocks: BlockRef[] } | null> {
-    return this.run(() => {
-      const rows = this.s.fileForRead.all(path) as ReadRow[];
-      if (rows.length === 0) return null;
-      const r = rows[0];
-      const file: FileWithContent = {
-        path: r.path,
-        version: r.version,
-        contentHash: r.content_hash,
-        logicalSize: r.logical_size,
-        storedSize: r.content_stored_size,
-        crc32: r.content_crc32,
-        blockCount: r.block_count,
-      };
-      const blocks: BlockRef[] = [];
-      for (const b of rows) {
-        if (b.block_hash === null) continue; // an empty file has no block rows
-        blocks.push({ hash: b.block_hash, size: b.block_size, storedSize: b.block_stored_size, crc32: b.block_crc32 });
-      }
-      return { file, blocks };
-    });
+    return this.run(() => fileForRead(this.s.fileForRead.all(path) as FileForReadRow[]));
   }
 
   gcWatermark(): number | Promise<number> {
