@@ -3,6 +3,8 @@
 import { join } from 'node:path';
 import type { BlobStore } from './blobs/blob-store.js';
 import { LocalBlobStore } from './blobs/local.js';
+import { resolveLocalLayout } from './blobs/local-layout.js';
+import { PackedBlobStore } from './blobs/packed.js';
 import { Cleaner } from './cleaner/cleaner.js';
 import { S3BlobStore } from './blobs/s3.js';
 import type { Config } from './config/config.js';
@@ -27,7 +29,7 @@ export interface Runtime {
   close(): Promise<void>;
 }
 
-export function openBlobStore(config: Config): BlobStore {
+export async function openBlobStore(config: Config): Promise<BlobStore> {
   if (config.blobStore === 's3') {
     return new S3BlobStore({
       bucket: config.bucketName,
@@ -38,7 +40,9 @@ export function openBlobStore(config: Config): BlobStore {
       forcePathStyle: config.s3.forcePathStyle,
     });
   }
-  return new LocalBlobStore({ root: join(config.dataDir, 'blobs'), fsync: config.localFsync });
+  const root = join(config.dataDir, 'blobs');
+  if (resolveLocalLayout(root, config.localLayout) === 'files') return new LocalBlobStore({ root, fsync: config.localFsync });
+  return PackedBlobStore.open({ root, fsync: config.localFsync });
 }
 
 export function postgresOptions(config: Config): PostgresOptions {
@@ -56,7 +60,13 @@ function openLocks(config: Config): LockManager {
 export async function openRuntime(config: Config): Promise<Runtime> {
   const log = moduleLogger('runtime');
   const db = config.kvstorageType === 'postgres' ? await openPostgres(postgresOptions(config)) : openSqlite(config.sqlitePath);
-  const blobs = openBlobStore(config);
+  let blobs: BlobStore;
+  try {
+    blobs = await openBlobStore(config);
+  } catch (err) {
+    await db.destroy();
+    throw err;
+  }
   try {
     await migrateToLatest(db);
     await ensureDescriptor(blobs, config.chunker);

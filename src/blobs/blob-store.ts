@@ -21,6 +21,14 @@ export interface PutOptions {
   signal?: AbortSignal;
 }
 
+/** What one compaction of a store's space did. */
+export interface CompactReport {
+  packsRemoved: number;
+  objectsMoved: number;
+  /** bytes of overwritten or deleted objects given back to the file system */
+  bytesFreed: number;
+}
+
 export interface BlobStore {
   /** Human-readable location, for logs: `s3://bucket` or `file:///data/blobs`. */
   readonly describe: string;
@@ -36,6 +44,12 @@ export interface BlobStore {
   list(prefix: string): AsyncIterable<BlobInfo>;
   /** Cheap liveness check (bucket reachable / directory writable). */
   ping(signal?: AbortSignal): Promise<void>;
+  /**
+   * Gives back the space of deleted and overwritten objects, for stores that keep it until then
+   * (the packed local store); the cleaner calls it after each pass. Stores that free space at
+   * delete (S3, one file per object) leave it out.
+   */
+  compact?(): Promise<CompactReport>;
   /** Releases sockets and handles. */
   close(): Promise<void>;
 }

@@ -7,7 +7,7 @@
 // garbage (recent overwrites, in-flight uploads' blobs) around; safety does not depend on it.
 // Fail closed: any error reading the metadata or listing the bucket ends the run before
 // anything more is deleted; announced-but-unfinished deletions are finished by the next run.
-import type { BlobStore } from '../blobs/blob-store.js';
+import type { BlobStore, CompactReport } from '../blobs/blob-store.js';
 import type { Logger } from '../log.js';
 import { GcStore } from '../meta/gc-store.js';
 import type { MetadataStore } from '../meta/metadata-store.js';
@@ -39,6 +39,8 @@ export interface CleanerReport {
   blocks: number;
   orphans: number;
   fullScan: boolean;
+  /** what the blob store's compaction gave back, for stores that have one */
+  compacted?: CompactReport;
   durationMs: number;
 }
 
@@ -93,6 +95,8 @@ export class Cleaner {
       for (const prefix of [MAP_PREFIX, BLOCK_PREFIX]) report.orphans += await this.sweepOrphans(prefix, cutoff());
     }
     await this.gc.prune(started - this.options.logRetentionSeconds * 1000);
+    // The deletions above only dropped index rows in a packed store; this frees their space.
+    if (this.blobs.compact) report.compacted = await this.blobs.compact();
     report.durationMs = Date.now() - started;
     this.log.info(report, 'cleaner pass finished');
     return report;

@@ -27,6 +27,8 @@ export interface Config extends FileStoreOptions {
   dataDir: string;
   /** fsync each blob written to the local store (slower; survives power loss) */
   localFsync: boolean;
+  /** local blob store: append-only pack files (`packs`), one file per object (`files`), or what the directory holds (`auto`) */
+  localLayout: 'auto' | 'packs' | 'files';
   /** bytes; kept for s3dedup compatibility (uploads here always stream) */
   maxInmemorySize: number;
   tempDir: string;
@@ -78,6 +80,7 @@ export const ENV_VARS: Record<string, string> = {
   S3_ENDPOINT: 'S3 endpoint URL', S3_ACCESS_KEY: 'access key', S3_SECRET_KEY: 'secret key',
   S3_REGION: 'region (us-east-1)', S3_FORCE_PATH_STYLE: 'path-style addressing (true)',
   DATA_DIR: 'embedded default home (./data)', LOCAL_FSYNC: 'fsync local blobs (false)',
+  LOCAL_LAYOUT: 'auto|packs|files: local blobs in pack files or a file each (auto: what DATA_DIR/blobs holds, packs when new)',
   MAX_INMEMORY_SIZE: 'bytes (compatibility; uploads always stream)', TEMP_DIR: 'scratch directory (<DATA_DIR>/tmp)',
   WORKERS: 'server processes sharing the port, e.g. the number of cores (1)',
   CLEANER_ENABLED: 'run the cleaner in the server (true)', CLEANER_INTERVAL: 'seconds between passes (3600)',
@@ -185,6 +188,7 @@ export function loadConfig(options: { configFile?: string; env?: Env } = {}): Co
     },
     dataDir,
     localFsync: bool('LOCAL_FSYNC', false, file.local_fsync),
+    localLayout: oneOf('LOCAL_LAYOUT', ['auto', 'packs', 'files'] as const, 'auto', file.local_layout),
     maxInmemorySize: int('MAX_INMEMORY_SIZE', 64 << 20, 0, Number.MAX_SAFE_INTEGER, bucket.max_inmemory_size),
     tempDir: s('TEMP_DIR', bucket.temp_dir) ?? join(dataDir, 'tmp'),
     cleaner: {
