@@ -1,8 +1,9 @@
 // WORKERS > 1: a primary process forks that many server processes, which share the listening
 // socket (node:cluster hands each new connection to the next worker). The primary serves no
-// requests: it opens the store once before forking (migrations, descriptor check), replaces a
-// worker that dies, gathers /metrics from all workers, and on SIGTERM/SIGINT stops them all
-// gracefully.
+// requests and never opens the store (so it stays a small process): worker 0 starts first and
+// alone runs the migrations and the descriptor check, then the others start. The primary
+// replaces a worker that dies, gathers /metrics from all workers, and on SIGTERM/SIGINT stops
+// them all gracefully.
 //
 // Why processes need no shared memory: every metadata change is one database transaction (on
 // SQLite one that takes the write lock at BEGIN IMMEDIATE; on PostgreSQL WORKERS > 1 requires
@@ -13,7 +14,6 @@ import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry, type Registry } from 'prom-client';
 import type { Config } from './config/config.js';
 import { moduleLogger } from './log.js';
-import { openRuntime } from './runtime.js';
 
 const WORKER_ENV = 'S3DEDUP_WORKER_INDEX';
 /** How long the primary waits for the workers' metrics before answering with those it has. */
@@ -89,8 +89,6 @@ export interface Primary {
 /** In the primary: prepares the store, forks `config.workers` workers and keeps them running. */
 export async function startPrimary(config: Config): Promise<Primary> {
   const log = moduleLogger('cluster');
-  // Migrations and the descriptor check run once, here, before any worker opens the store.
-  await (await openRuntime(config)).close();
 
   const workers = new Map<number, Worker>();
   let stopping = false;
@@ -128,23 +126,28 @@ export async function startPrimary(config: Config): Promise<Primary> {
     return w;
   };
 
-  // Start-up: every worker must come up listening; if one exits first, the start fails.
-  const port = await new Promise<number>((resolve, reject) => {
-    let listening = 0;
-    for (let i = 0; i < config.workers; i++) {
+  // Start-up: every worker must come up listening; if one exits first, the start fails. Worker 0
+  // comes up alone first, so the migrations and the descriptor check run in one process.
+  const start = (i: number) =>
+    new Promise<number>((resolve, reject) => {
       const w = fork(i);
       const onExit = (code: number | null) => reject(new Error(`worker ${i} exited during start-up (code ${code})`));
       w.once('exit', onExit);
       w.once('listening', (address) => {
         w.removeListener('exit', onExit);
-        if (++listening === config.workers) resolve(address.port);
+        resolve(address.port);
       });
-    }
-  }).catch((err) => {
-    stopping = true;
-    for (const w of workers.values()) w.process.kill('SIGKILL');
-    throw err;
-  });
+    });
+  const port = await start(0)
+    .then(async (first) => {
+      await Promise.all(Array.from({ length: config.workers - 1 }, (_, i) => start(i + 1)));
+      return first;
+    })
+    .catch((err) => {
+      stopping = true;
+      for (const w of workers.values()) w.process.kill('SIGKILL');
+      throw err;
+    });
   log.info(
     { workers: config.workers, address: config.listenAddress, port },
     `s3dedup listening on http://${config.listenAddress}:${port}/ft with ${config.workers} worker processes`,

@@ -5,10 +5,9 @@ import { parseArgs } from 'node:util';
 import { clusterMetrics, startPrimary, workerConfig, workerIndex } from '../cluster.js';
 import { ConfigError, ENV_VARS, loadConfig } from '../config/config.js';
 import { configureLogger } from '../log.js';
-import { formatFsckReport, runFsck } from '../maintenance/fsck.js';
 import { metrics } from '../metrics/metrics.js';
-import { openRuntime } from '../runtime.js';
-import { startServer } from '../server.js';
+// The store, the HTTP server and fsck are imported by the commands that use them: a WORKERS
+// primary loads none of them and stays a small process.
 
 // Block writes, compression and gunzip share libuv's thread pool, whose default of 4 threads
 // starves them; the pool starts on first use, which comes after this line.
@@ -77,6 +76,7 @@ async function main(argv: string[]): Promise<number> {
         return new Promise<number>(() => {}); // runs until a signal
       }
       const index = workerIndex();
+      const { startServer } = await import('../server.js');
       const running =
         index === null
           ? await startServer(config)
@@ -97,6 +97,7 @@ async function main(argv: string[]): Promise<number> {
       return new Promise<number>(() => {}); // runs until a signal
     }
     case 'cleanup': {
+      const { openRuntime } = await import('../runtime.js');
       const runtime = await openRuntime(config);
       try {
         const report = await runtime.cleaner.run({ fullScan: values['full-scan'] ?? false });
@@ -110,6 +111,7 @@ async function main(argv: string[]): Promise<number> {
       }
     }
     case 'fsck': {
+      const [{ openRuntime }, { formatFsckReport, runFsck }] = await Promise.all([import('../runtime.js'), import('../maintenance/fsck.js')]);
       const runtime = await openRuntime(config);
       try {
         const report = await runFsck(runtime, { repair: values.repair ?? false, print: (line) => process.stderr.write(`${line}\n`) });

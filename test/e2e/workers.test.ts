@@ -48,7 +48,11 @@ describe('server with WORKERS=2', () => {
   it('runs two worker processes, and both answer requests', async () => {
     expect(workerPids(server.child.pid!)).toHaveLength(2);
     const pids = new Set<number>();
-    for (let i = 0; i < 20 && pids.size < 2; i++) pids.add(((await (await fresh(`${server.url}/health`)).json()) as { pid: number }).pid);
+    // Worker 0 serves as soon as it listens; worker 1 starts after it (it finds the migrations done).
+    for (let i = 0; i < 200 && pids.size < 2; i++) {
+      pids.add(((await (await fresh(`${server.url}/health`)).json()) as { pid: number }).pid);
+      if (pids.size < 2) await new Promise((r) => setTimeout(r, 50));
+    }
     expect([...pids].sort()).toEqual(workerPids(server.child.pid!).sort());
   });
 
