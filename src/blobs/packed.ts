@@ -45,8 +45,13 @@ export interface PackedBlobStoreOptions {
 export const PACK_INDEX = 'index.sqlite';
 const MAGIC = Buffer.from('S3DP');
 const HEADER_BYTES = 12;
-/** Objects up to this size are written and read on the event loop: cheaper than a thread-pool trip (64 KiB). */
-const INLINE_BYTES = 65_536;
+/** Objects up to this size are written on the event loop, into the page cache: cheaper than a thread-pool trip (64 KiB). */
+const INLINE_WRITE_BYTES = 65_536;
+/**
+ * Objects up to this size are read on the event loop (16 KiB): most Filetracker files, whose
+ * blocks are usually in the page cache; larger reads, which may wait on the disk, go to the pool.
+ */
+const INLINE_READ_BYTES = 16_384;
 /** Read handles kept open (one per pack). */
 const READERS_OPEN = 64;
 /** How long an index write keeps retrying while another process holds SQLite's write lock, ms. */
@@ -104,6 +109,8 @@ export class PackedBlobStore implements BlobStore {
   private readonly db: BetterSqlite3.Database;
   private readonly s: ReturnType<PackedBlobStore['prepare']>;
   private writer: Writer | null = null;
+  /** the pack being created, so concurrent first writes share one */
+  private creating: Promise<Writer> | null = null;
   private readonly readers = new Map<number, number>();
   /** write handles of this process's packs: the current one and any still being sealed */
   private readonly writeFds = new Map<number, number>();
@@ -131,8 +138,10 @@ export class PackedBlobStore implements BlobStore {
         key text primary key, pack integer not null, offset integer not null, size integer not null, mtime integer not null
       ) without rowid;
       create index if not exists objects_pack on objects (pack);
+      -- autoincrement: a removed pack's id is never given again, so a read handle another
+      -- process still holds on a removed pack can never be taken for a new one.
       create table if not exists packs (
-        id integer primary key, bytes integer not null, live integer not null, sealed integer not null, owner integer not null
+        id integer primary key autoincrement, bytes integer not null, live integer not null, sealed integer not null, owner integer not null
       );`);
     this.s = this.prepare();
   }
@@ -262,11 +271,11 @@ export class PackedBlobStore implements BlobStore {
     if (this.closed) return;
     this.closed = true;
     await this.compacting?.catch(() => undefined);
-    await this.flushNow();
     const w = this.writer;
     this.writer = null;
+    if (w) await this.whenWritten(w);
+    await this.flushNow();
     if (w) {
-      await this.whenWritten(w);
       await this.write(() => this.s.seal.run(w.id)).catch(() => undefined);
       this.writeFds.delete(w.id);
       closeSync(w.fd);
@@ -290,7 +299,7 @@ export class PackedBlobStore implements BlobStore {
     w.tail += length;
     w.inFlight++;
     try {
-      await writeAll(w.fd, [header, keyBytes, data], at, data.length <= INLINE_BYTES);
+      await writeAll(w.fd, [header, keyBytes, data], at, data.length <= INLINE_WRITE_BYTES);
     } catch (err) {
       throw this.translate(err, `put ${key}`);
     } finally {
@@ -316,13 +325,14 @@ export class PackedBlobStore implements BlobStore {
           closeSync(w.fd);
         });
     }
-    if (this.writer) return this.writer;
-    const id = await this.write(() => this.s.newPack.get(process.pid) as number);
-    if (this.writer) return this.writer; // another append made one meanwhile; id stays an empty pack
-    const fd = openSync(this.packPath(id), 'wx');
-    this.writeFds.set(id, fd);
-    this.writer = { id, fd, tail: 0, inFlight: 0, sealing: false };
-    return this.writer;
+    this.creating ??= this.write(() => this.s.newPack.get(process.pid) as number)
+      .then((id) => {
+        const fd = openSync(this.packPath(id), 'wx');
+        this.writeFds.set(id, fd);
+        return (this.writer = { id, fd, tail: 0, inFlight: 0, sealing: false });
+      })
+      .finally(() => (this.creating = null));
+    return this.creating;
   }
 
   private async whenWritten(w: Writer): Promise<void> {
@@ -397,7 +407,7 @@ export class PackedBlobStore implements BlobStore {
   private async read(loc: Location): Promise<Buffer> {
     const fd = this.reader(loc.pack);
     const buf = Buffer.allocUnsafeSlow(loc.size);
-    const n = loc.size <= INLINE_BYTES ? readSync(fd, buf, 0, loc.size, loc.offset) : (await readAsync(fd, buf, 0, loc.size, loc.offset)).bytesRead;
+    const n = loc.size <= INLINE_READ_BYTES ? readSync(fd, buf, 0, loc.size, loc.offset) : (await readAsync(fd, buf, 0, loc.size, loc.offset)).bytesRead;
     if (n !== loc.size) throw new BlobStoreError(`${this.describe}: pack ${loc.pack} ends inside an object (read ${n} of ${loc.size} bytes)`);
     return buf;
   }

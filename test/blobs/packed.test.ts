@@ -59,7 +59,8 @@ describe('PackedBlobStore', () => {
     const s = await openStore({ packMaxBytes: 200_000 });
     const blobs = Array.from({ length: 40 }, () => randomBytes(20_000));
     for (const b of blobs) await s.put(hashKey('blocks', b), b);
-    const packsBefore = packFiles(dir).length;
+    const namesBefore = packFiles(dir);
+    const packsBefore = namesBefore.length;
     expect(packsBefore).toBeGreaterThan(3);
     // Delete three of every four, overwrite one key.
     for (const [i, b] of blobs.entries()) if (i % 4 !== 0) await s.delete(hashKey('blocks', b));
@@ -74,10 +75,28 @@ describe('PackedBlobStore', () => {
     expect(after.live).toBe(before.live);
     expect(packFiles(dir).length).toBeLessThan(packsBefore);
     expect((await s.get(hashKey('blocks', blobs[0]))).toString()).toBe('replaced');
+
     for (const [i, b] of blobs.entries()) {
       if (i % 4 === 0 && i > 0) expect((await s.get(hashKey('blocks', b))).equals(b)).toBe(true);
       if (i % 4 !== 0) await expect(s.get(hashKey('blocks', b))).rejects.toBeInstanceOf(BlobNotFoundError);
     }
+  });
+
+  it('never gives the id of a removed pack to a new one (another process may still hold it open)', async () => {
+    const a = await openStore({ packMaxBytes: 50_000 });
+    for (const k of ['a1', 'a2', 'a3']) await a.put(k, randomBytes(20_000)); // packs: [a1 a2] [a3]
+    await a.close();
+    open.length = 0;
+    const b = await openStore();
+    const before = packFiles(dir);
+    await b.delete('a3');
+    expect((await b.compact()).packsRemoved).toBe(1);
+    const [removed] = before.filter((n) => !packFiles(dir).includes(n));
+    expect(removed).toBe(before.at(-1)); // the newest pack went
+    await b.put('new', Buffer.from('x'));
+    const added = packFiles(dir).filter((n) => !before.includes(n));
+    expect(added).toHaveLength(1);
+    expect(added[0] > removed).toBe(true);
   });
 
   it('two stores on one directory (two processes) see each other and race creates safely', async () => {
