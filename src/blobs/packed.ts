@@ -188,7 +188,7 @@ export class PackedBlobStore implements BlobStore {
     checkKey(key);
     const signal = options.signal;
     signal?.throwIfAborted();
-    if (options.ifNoneMatch && this.s.locate.get(key) !== undefined) throw new BlobExistsError(key);
+    if (options.ifNoneMatch && this.locate(key, 'put') !== undefined) throw new BlobExistsError(key);
     const { pack, offset } = await this.append(key, data);
     // The last point at which a cancelled upload leaves nothing but dead bytes.
     signal?.throwIfAborted();
@@ -199,7 +199,7 @@ export class PackedBlobStore implements BlobStore {
     checkKey(key);
     signal?.throwIfAborted();
     for (let attempt = 0; ; attempt++) {
-      const loc = this.s.locate.get(key) as Location | undefined;
+      const loc = this.locate(key, 'get');
       if (!loc) throw new BlobNotFoundError(key);
       try {
         return await this.read(loc);
@@ -214,30 +214,49 @@ export class PackedBlobStore implements BlobStore {
   async head(key: string, signal?: AbortSignal): Promise<BlobInfo | null> {
     checkKey(key);
     signal?.throwIfAborted();
-    const loc = this.s.locate.get(key) as Location | undefined;
+    const loc = this.locate(key, 'head');
     return loc ? { key, size: loc.size, lastModified: new Date(loc.mtime) } : null;
+  }
+
+  /** The index row of `key`; a failing index is a BlobStoreError, never "not found". */
+  private locate(key: string, what: string): Location | undefined {
+    try {
+      return this.s.locate.get(key) as Location | undefined;
+    } catch (err) {
+      throw this.translate(err, `${what} ${key}`);
+    }
   }
 
   async delete(key: string): Promise<void> {
     checkKey(key);
-    await this.write(() => {
-      const loc = this.s.locate.get(key) as Location | undefined;
-      if (!loc) return;
-      this.s.remove.run(key);
-      this.s.addLive.run(-loc.size, loc.pack);
-    });
+    try {
+      await this.write(() => {
+        const loc = this.s.locate.get(key) as Location | undefined;
+        if (!loc) return;
+        this.s.remove.run(key);
+        this.s.addLive.run(-loc.size, loc.pack);
+      });
+    } catch (err) {
+      throw this.translate(err, `delete ${key}`);
+    }
   }
 
   async *list(prefix: string): AsyncIterable<BlobInfo> {
     if (prefix.startsWith('/')) throw new Error(`invalid blob key prefix: ${JSON.stringify(prefix)}`);
-    let rows = this.s.listFrom.all(prefix) as Array<{ key: string; size: number; mtime: number }>;
-    while (rows.length > 0) {
+    type Row = { key: string; size: number; mtime: number };
+    const page = (after: string | null): Row[] => {
+      try {
+        return (after === null ? this.s.listFrom.all(prefix) : this.s.listAfter.all(after)) as Row[];
+      } catch (err) {
+        throw this.translate(err, `list ${prefix}`);
+      }
+    };
+    for (let rows = page(null); rows.length > 0; rows = page(rows[rows.length - 1].key)) {
       for (const r of rows) {
         if (!r.key.startsWith(prefix)) return;
         yield { key: r.key, size: r.size, lastModified: new Date(r.mtime) };
       }
       if (rows.length < LIST_PAGE) return;
-      rows = this.s.listAfter.all(rows[rows.length - 1].key) as typeof rows;
     }
   }
 
@@ -438,12 +457,15 @@ export class PackedBlobStore implements BlobStore {
       for (;;) {
         const rows = this.s.inPack.all(c.id, 256) as Array<{ key: string; offset: number; size: number; mtime: number }>;
         if (rows.length === 0) break;
+        // Copies one at a time (one object's bytes in memory); their rows commit together.
+        const moves: Array<Promise<void>> = [];
         for (const r of rows) {
           const data = await this.read({ pack: c.id, offset: r.offset, size: r.size, mtime: r.mtime });
           const { pack, offset } = await this.append(r.key, data);
-          await this.commit({ key: r.key, pack, offset, size: r.size, mtime: r.mtime, ifNoneMatch: false, movedFrom: { pack: c.id, offset: r.offset } });
-          report.objectsMoved++;
+          moves.push(this.commit({ key: r.key, pack, offset, size: r.size, mtime: r.mtime, ifNoneMatch: false, movedFrom: { pack: c.id, offset: r.offset } }));
         }
+        await Promise.all(moves);
+        report.objectsMoved += rows.length;
       }
       const dropped = await this.write(() => this.s.dropPack.run(c.id, c.id).changes === 1);
       if (!dropped) continue;

@@ -144,6 +144,18 @@ describe('PackedBlobStore', () => {
     check.close();
   });
 
+  it('reports a failing index as a store error from every call, never as a missing object', async () => {
+    const s = await openStore();
+    await s.put('k', Buffer.from('v'));
+    await s.close(); // the index connection is gone: every lookup fails
+    open.length = 0;
+    await expect(s.get('k')).rejects.toBeInstanceOf(BlobStoreError);
+    await expect(s.head('k')).rejects.toBeInstanceOf(BlobStoreError);
+    await expect(s.delete('k')).rejects.toBeInstanceOf(BlobStoreError);
+    await expect(s.put('k2', Buffer.from('v'), { ifNoneMatch: true })).rejects.toBeInstanceOf(BlobStoreError);
+    await expect((async () => { for await (const _ of s.list('')) void _; })()).rejects.toBeInstanceOf(BlobStoreError);
+  });
+
   it('reports a pack cut short as a store error, not as a missing object', async () => {
     const s = await openStore();
     await s.put('torn', randomBytes(100_000));
