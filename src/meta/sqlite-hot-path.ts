@@ -9,6 +9,12 @@
 // transaction (the cleaner's, a migration's). While one is open the connection says
 // inTransaction, and a hot-path call then waits for Kysely's connection (its mutex, held until
 // that transaction ends) instead of running inside someone else's transaction.
+//
+// Group commit: the PUT commits that arrive in one turn of the event loop run in one write
+// transaction, each in a savepoint of its own, so one that fails (a 503 from the cleaner's guard)
+// is undone alone. A commit writes every B-tree page it touches into the WAL, and concurrent PUTs
+// touch many of the same pages (the ref-count indexes, neighbouring paths): on the disk this
+// was measured on, 8 commits in one transaction cost 35% less each than 8 transactions.
 import type BetterSqlite3 from 'better-sqlite3';
 import type { Kysely } from 'kysely';
 import { blockKey, mapKey } from '../store/keys.js';
@@ -21,10 +27,23 @@ import { BUSY_TIMEOUT_MS } from './sqlite.js';
 const BUSY_WAIT_MS = 5_000;
 const isBusy = (err: unknown) => (err as { code?: string } | null)?.code === 'SQLITE_BUSY';
 
+interface PendingPut {
+  path: string;
+  version: number;
+  content: ContentRecord;
+  guard: CommitGuard;
+  resolve(outcome: PutOutcome): void;
+  reject(err: unknown): void;
+}
+
 export class SqliteHotPath {
   /** Prepared on first use: the tables exist only once migrations have run. */
   private statements: ReturnType<SqliteHotPath['prepare']> | undefined;
-  private readonly commitPutTx: (path: string, version: number, c: ContentRecord, guard: CommitGuard) => PutOutcome;
+  /** One PUT commit in a savepoint (inside the batch's transaction). */
+  private readonly commitPutSavepoint: (path: string, version: number, c: ContentRecord, guard: CommitGuard) => PutOutcome;
+  /** Runs a batch of PUT commits in one IMMEDIATE transaction; returns each one's outcome or error. */
+  private readonly commitPutBatchTx: (batch: readonly PendingPut[]) => Array<PutOutcome | Error>;
+  private pendingPuts: PendingPut[] = [];
   private readonly commitDeleteTx: (path: string, version: number) => DeleteOutcome;
 
   constructor(
@@ -33,8 +52,19 @@ export class SqliteHotPath {
   ) {
     // IMMEDIATE: take the write lock at BEGIN, so another process on the same file (a CLI
     // `cleanup` beside the server) makes this wait in busy_timeout rather than fail mid-way.
-    this.commitPutTx = raw.transaction((path: string, version: number, c: ContentRecord, guard: CommitGuard) =>
+    // Called inside the batch's transaction, better-sqlite3 runs this one as a savepoint.
+    this.commitPutSavepoint = raw.transaction((path: string, version: number, c: ContentRecord, guard: CommitGuard) =>
       this.commitPutBody(path, version, c, guard),
+    ) as never;
+    this.commitPutBatchTx = raw.transaction((batch: readonly PendingPut[]) =>
+      batch.map((p) => {
+        try {
+          return this.commitPutSavepoint(p.path, p.version, p.content, p.guard);
+        } catch (err) {
+          if (isBusy(err)) throw err; // the whole batch retries
+          return err instanceof Error ? err : new Error(String(err));
+        }
+      }),
     ).immediate as never;
     this.commitDeleteTx = raw.transaction((path: string, version: number) => this.commitDeleteBody(path, version)).immediate as never;
   }
@@ -102,8 +132,28 @@ export class SqliteHotPath {
     return this.run(() => this.s.hasContent.get(hash) !== undefined);
   }
 
-  commitPut(path: string, version: number, c: ContentRecord, guard: CommitGuard): Promise<PutOutcome> {
-    return this.write(() => this.commitPutTx(path, version, c, guard));
+  /** Commits with the other PUTs of this turn of the event loop (see the header). */
+  commitPut(path: string, version: number, content: ContentRecord, guard: CommitGuard): Promise<PutOutcome> {
+    return new Promise<PutOutcome>((resolve, reject) => {
+      if (this.pendingPuts.push({ path, version, content, guard, resolve, reject }) === 1) setImmediate(() => void this.flushPuts());
+    });
+  }
+
+  private async flushPuts(): Promise<void> {
+    const batch = this.pendingPuts;
+    this.pendingPuts = [];
+    let outcomes: Array<PutOutcome | Error>;
+    try {
+      outcomes = await this.write(() => this.commitPutBatchTx(batch));
+    } catch (err) {
+      for (const p of batch) p.reject(err);
+      return;
+    }
+    batch.forEach((p, i) => {
+      const o = outcomes[i];
+      if (o instanceof Error) p.reject(o);
+      else p.resolve(o);
+    });
   }
 
   commitDelete(path: string, version: number): Promise<DeleteOutcome> {

@@ -80,7 +80,7 @@ describe('SqliteHotPath beside Kysely transactions', () => {
   });
 });
 
-describe('SqliteHotPath beside another process holding the write lock', () => {
+describe('SqliteHotPath commits', () => {
   it('retries a commit without blocking the event loop, and commits once the lock is free', async () => {
     const { mkdtempSync, rmSync } = await import('node:fs');
     const { tmpdir } = await import('node:os');
@@ -111,6 +111,63 @@ describe('SqliteHotPath beside another process holding the write lock', () => {
     } finally {
       other.close();
       await meta.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('commits concurrent PUTs in one transaction; one that fails is undone alone', async () => {
+    const db = openSqlite(':memory:');
+    await migrateToLatest(db);
+    const meta = new MetadataStore(db);
+    const raw = rawSqlite(db)!;
+    const fresh = (name: string): ContentRecord => {
+      const b = { hash: hex(name), size: 10, storedSize: 7, crc32: 1 };
+      return { hash: b.hash, logicalSize: 10, storedSize: 7, crc32: 1, blocks: [b] };
+    };
+    const before = raw.prepare('select count(*) from contents').pluck().get() as number;
+    const commits = [
+      meta.commitPut('g/1', 1, fresh('g1'), { startSeq: 0, mapWritten: true }),
+      // A new content whose map the upload did not write: the guard refuses it (503, retry).
+      meta.commitPut('g/2', 1, fresh('g2'), { startSeq: 0, mapWritten: false }),
+      meta.commitPut('g/3', 1, fresh('g3'), { startSeq: 0, mapWritten: true }),
+    ];
+    const results = await Promise.allSettled(commits);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled']);
+    expect((results[1] as PromiseRejectedResult).reason).toMatchObject({ status: 503 });
+    expect((await meta.getFileForRead('g/1'))?.file.contentHash).toBe(hex('g1'));
+    expect(await meta.getFileForRead('g/2')).toBeNull();
+    expect((await meta.getFileForRead('g/3'))?.file.contentHash).toBe(hex('g3'));
+    // The refused commit left no row behind: two contents more, not three.
+    expect(raw.prepare('select count(*) from contents').pluck().get()).toBe(before + 2);
+    expect(raw.prepare('select count(*) from blocks where hash = ?').pluck().get(hex('g2'))).toBe(0);
+    await meta.close();
+  });
+
+  it('a batch of PUT commits to the database is one transaction (one WAL commit)', async () => {
+    const { mkdtempSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'hot-batch-'));
+    const fileDb = openSqlite(join(dir, 'm.sqlite'));
+    await migrateToLatest(fileDb);
+    const fileMeta = new MetadataStore(fileDb);
+    try {
+      const raw = rawSqlite(fileDb)!;
+      // data_version of a second connection moves once per transaction another connection commits.
+      const BetterSqlite3 = (await import('better-sqlite3')).default;
+      const watcher = new BetterSqlite3(join(dir, 'm.sqlite'), { readonly: true });
+      const version = () => watcher.pragma('data_version', { simple: true }) as number;
+      const v0 = version();
+      const puts = Array.from({ length: 8 }, (_, i) => {
+        const b = { hash: hex(`batch${i}`), size: 10, storedSize: 7, crc32: 1 };
+        return fileMeta.commitPut(`b/${i}`, 1, { hash: b.hash, logicalSize: 10, storedSize: 7, crc32: 1, blocks: [b] }, { startSeq: 0, mapWritten: true });
+      });
+      await Promise.all(puts);
+      expect(version()).toBe(v0 + 1);
+      expect(raw.prepare('select count(*) from files').pluck().get()).toBe(8);
+      watcher.close();
+    } finally {
+      await fileMeta.close();
       rmSync(dir, { recursive: true, force: true });
     }
   });
