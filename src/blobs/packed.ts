@@ -313,7 +313,12 @@ export class PackedBlobStore implements BlobStore {
     header.writeUInt32LE(keyBytes.length, 4);
     header.writeUInt32LE(data.length, 8);
     const length = HEADER_BYTES + keyBytes.length + data.length;
-    const w = await this.writerFor(length);
+    let w: Writer;
+    try {
+      w = await this.writerFor(length);
+    } catch (err) {
+      throw this.translate(err, `put ${key}`);
+    }
     const at = w.tail;
     w.tail += length;
     w.inFlight++;

@@ -34,7 +34,7 @@ describe('SIGKILL during uploads (sqlite + packed local store)', () => {
         const path = `kill-${run}/${w}/${i}`;
         const body = i % 3 === 0 ? pseudoRandom(300_000, w * 1000 + i) : pseudoRandom(4096, w * 1000 + i);
         try {
-          const res = await fetch(`${victim.url}/ft/files/${enc(path)}`, { method: 'PUT', headers: { 'Last-Modified': date(T0) }, body });
+          const res = await fetch(`${victim.url}/ft/files/${enc(path)}`, { method: 'PUT', headers: { 'Last-Modified': date(T0) }, body: new Uint8Array(body) });
           if (res.status === 200) acknowledged.set(path, body);
           await res.arrayBuffer();
         } catch {
