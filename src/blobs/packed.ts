@@ -31,6 +31,7 @@ import { pathToFileURL } from 'node:url';
 import BetterSqlite3 from 'better-sqlite3';
 import { BlobExistsError, BlobNotFoundError, BlobStoreError } from '../errors.js';
 import type { BlobInfo, BlobStore, CompactReport, PutOptions } from './blob-store.js';
+import { retryWhileBusy } from '../util/sqlite-busy.js';
 
 export interface PackedBlobStoreOptions {
   /** Directory holding `index.sqlite` and `packs/`; created when opened. */
@@ -54,8 +55,6 @@ const INLINE_WRITE_BYTES = 65_536;
 const INLINE_READ_BYTES = 16_384;
 /** Read handles kept open (one per pack). */
 const READERS_OPEN = 64;
-/** How long an index write keeps retrying while another process holds SQLite's write lock, ms. */
-const BUSY_WAIT_MS = 5_000;
 /** Rows per list() page. */
 const LIST_PAGE = 1000;
 
@@ -90,7 +89,6 @@ interface Writer {
   sealing: boolean;
 }
 
-const isBusy = (err: unknown) => (err as { code?: string } | null)?.code === 'SQLITE_BUSY';
 const errnoCode = (err: unknown) => (err as { code?: unknown } | null)?.code;
 
 /**
@@ -493,17 +491,9 @@ export class PackedBlobStore implements BlobStore {
    * (busy_timeout 0); the attempt is repeated asynchronously rather than in SQLite's busy wait,
    * which would block this event loop.
    */
-  private async write<T>(fn: () => T): Promise<T> {
+  private write<T>(fn: () => T): Promise<T> {
     const tx = this.db.transaction(fn).immediate;
-    const deadline = Date.now() + BUSY_WAIT_MS;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return tx();
-      } catch (err) {
-        if (!isBusy(err) || Date.now() > deadline) throw err;
-      }
-      await new Promise((r) => (attempt < 8 ? setImmediate(r) : setTimeout(r, 1)));
-    }
+    return retryWhileBusy(() => tx());
   }
 
   private translate(err: unknown, what: string, signal?: AbortSignal): unknown {

@@ -21,11 +21,9 @@ import { blockKey, mapKey } from '../store/keys.js';
 import type { BlockRef, CommitGuard, ContentRecord, DeleteOutcome, FileWithContent, PutOutcome } from './metadata-store.js';
 import { fileForRead, retryable, type FileForReadRow } from './file-for-read.js';
 import type { Database } from './schema.js';
+import { isSqliteBusy, retryWhileBusy } from '../util/sqlite-busy.js';
 import { BUSY_TIMEOUT_MS } from './sqlite.js';
 
-/** How long a commit keeps retrying while another process holds the write lock (as busy_timeout). */
-const BUSY_WAIT_MS = 5_000;
-const isBusy = (err: unknown) => (err as { code?: string } | null)?.code === 'SQLITE_BUSY';
 
 interface PendingPut {
   path: string;
@@ -61,7 +59,7 @@ export class SqliteHotPath {
         try {
           return this.commitPutSavepoint(p.path, p.version, p.content, p.guard);
         } catch (err) {
-          if (isBusy(err)) throw err; // the whole batch retries
+          if (isSqliteBusy(err)) throw err; // the whole batch retries
           return err instanceof Error ? err : new Error(String(err));
         }
       }),
@@ -166,25 +164,18 @@ export class SqliteHotPath {
    * blocked; instead BEGIN fails at once here and the attempt is repeated asynchronously, so
    * this process serves other requests meanwhile.
    */
-  private async write<T>(tx: () => T): Promise<T> {
-    const deadline = Date.now() + BUSY_WAIT_MS;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await this.run(() => {
-          // Not prepared once: SQLite applies this pragma when it compiles it, not when it runs.
-          this.raw.pragma('busy_timeout = 0');
-          try {
-            return tx();
-          } finally {
-            this.raw.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
-          }
-        });
-      } catch (err) {
-        if (!isBusy(err) || Date.now() > deadline) throw err;
-      }
-      // A few turns of the event loop first (the holder commits in microseconds), then 1 ms.
-      await new Promise((r) => (attempt < 8 ? setImmediate(r) : setTimeout(r, 1)));
-    }
+  private write<T>(tx: () => T): Promise<T> {
+    return retryWhileBusy(() =>
+      this.run(() => {
+        // Not prepared once: SQLite applies this pragma when it compiles it, not when it runs.
+        this.raw.pragma('busy_timeout = 0');
+        try {
+          return tx();
+        } finally {
+          this.raw.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
+        }
+      }),
+    );
   }
 
   private commitPutBody(path: string, version: number, c: ContentRecord, guard: CommitGuard): PutOutcome {
