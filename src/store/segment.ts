@@ -23,11 +23,34 @@ const PROBE_BYTES = 4096;
 const PROBE_MIN_BYTES = 8192;
 /** The probe calls a block incompressible when level 1 saves less than 5% of the sample. */
 const PROBE_MAX_RATIO = 0.95;
+/**
+ * Bits per byte of the sample's byte histogram above which it is taken as incompressible
+ * without deflating it: 4 KiB of uniform random bytes measure about 7.955, compressed and
+ * encrypted formats 7.9 and up.
+ */
+const ENTROPY_INCOMPRESSIBLE = 7.9;
+/** Below this many bits per byte, Huffman coding alone saves over 25%: no probe needed. */
+const ENTROPY_COMPRESSIBLE = 6;
+
+/** Shannon entropy of the bytes of `sample`, in bits per byte (0..8). */
+function byteEntropy(sample: Uint8Array): number {
+  const counts = new Uint32Array(256);
+  for (let i = 0; i < sample.length; i++) counts[sample[i]]++;
+  let bits = 0;
+  for (let v = 0; v < 256; v++) {
+    const c = counts[v];
+    if (c !== 0) bits -= c * Math.log2(c / sample.length);
+  }
+  return bits / sample.length;
+}
 
 /**
  * Cheap guess whether deflating `block` is a waste of CPU (already compressed,
- * encrypted or random data): deflates 4 KiB from the middle at level 1. The middle
- * skips headers of file formats, which are often compressible when the payload is not.
+ * encrypted or random data), from 4 KiB in the middle (the middle skips headers of file
+ * formats, which are often compressible when the payload is not). The byte entropy of the
+ * sample decides the clear cases; in between, deflating the sample at level 1 decides. The
+ * entropy pass costs about a quarter of the deflate probe on random data, which was 5% of a
+ * large random PUT's event-loop time.
  *
  * @example
  * looksIncompressible(randomBytes(131_072)); // true
@@ -37,6 +60,9 @@ export function looksIncompressible(block: Buffer): boolean {
   if (block.length < PROBE_MIN_BYTES) return false;
   const from = Math.max(0, Math.floor((block.length - PROBE_BYTES) / 2));
   const sample = block.subarray(from, from + PROBE_BYTES);
+  const entropy = byteEntropy(sample);
+  if (entropy >= ENTROPY_INCOMPRESSIBLE) return true;
+  if (entropy < ENTROPY_COMPRESSIBLE) return false;
   // A 4 KiB window covers the whole sample and makes zlib's state allocation several times cheaper.
   const probe = deflateRawSync(sample, { level: 1, windowBits: 12 });
   return probe.length >= sample.length * PROBE_MAX_RATIO;

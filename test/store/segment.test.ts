@@ -110,6 +110,16 @@ describe('looksIncompressible', () => {
     expect(looksIncompressible(randomBytes(100))).toBe(false);
   });
 
+  it('lets deflate decide when the bytes look random but repeat within the sample', () => {
+    // 1 KiB of random bytes, repeated: a high byte entropy (about 7.8), yet deflate shrinks it.
+    const unit = randomBytes(1024);
+    const repeated = Buffer.concat(Array.from({ length: 64 }, () => unit));
+    expect(looksIncompressible(repeated)).toBe(false);
+    // Random 7-bit bytes: entropy near 7, between the two bounds; Huffman codes save about 12%.
+    const sevenBits = Buffer.from(randomBytes(65_536).map((b) => b & 0x7f));
+    expect(looksIncompressible(sevenBits)).toBe(false);
+  });
+
   it('samples the middle, skipping a compressible header', () => {
     const block = Buffer.concat([Buffer.alloc(4096), randomBytes(131_072)]);
     expect(looksIncompressible(block)).toBe(true);
