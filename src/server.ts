@@ -9,6 +9,8 @@ import type { Config } from './config/config.js';
 import { createApp } from './http/app.js';
 import { moduleLogger } from './log.js';
 import { openRuntime, type Runtime } from './runtime.js';
+import { PackedBlobStore } from './blobs/packed.js';
+import { watchBlobSpace } from './metrics/metrics.js';
 
 export interface RunningServer {
   runtime: Runtime;
@@ -21,6 +23,7 @@ export interface RunningServer {
 export async function startServer(config: Config, opts: { metricsSource?: MetricsSource } = {}): Promise<RunningServer> {
   const log = moduleLogger('http');
   const runtime = await openRuntime(config);
+  if (runtime.blobs instanceof PackedBlobStore) watchBlobSpace(runtime.blobs);
   const app = createApp({ store: runtime.store, meta: runtime.meta, blobs: runtime.blobs, log, metricsSource: opts.metricsSource });
   const server = await new Promise<Server>((resolve) => {
     const s = serve({ fetch: app.fetch, hostname: config.listenAddress, port: config.listenPort }, () => resolve(s as Server));

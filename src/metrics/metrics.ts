@@ -4,7 +4,7 @@
 // The core records through the small record* functions below; they default to the process-wide
 // `metrics` instance that the server exposes on GET /metrics. Label values are always drawn from
 // small fixed sets (route patterns, hit/miss, ...) so the series count stays bounded.
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** Seconds: from a quick metadata hit up to a multi-GB upload. */
 const HTTP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
@@ -24,6 +24,14 @@ export interface Metrics {
   cleanerDeleted: Counter<'kind'>;
   lockWait: Histogram;
   lockTimeouts: Counter;
+  blobSpace: Gauge<'kind'>;
+  /** where blob_store_bytes is read from on each scrape (watchBlobSpace); none: not reported */
+  blobSpaceSource?: SpaceSource;
+}
+
+/** What a blob store that keeps space until compaction reports (the packed local store). */
+export interface SpaceSource {
+  stats(): { packs: number; bytes: number; live: number };
 }
 
 export interface CreateMetricsOptions {
@@ -43,7 +51,7 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
   const registry = new Registry();
   if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
   const registers = [registry];
-  return {
+  const m: Metrics = {
     registry,
     httpRequests: new Counter({
       name: 'http_requests_total',
@@ -97,7 +105,36 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
       help: 'Lock acquisitions that gave up after LOCK_TIMEOUT_MS',
       registers,
     }),
+    blobSpace: new Gauge({
+      name: 'blob_store_bytes',
+      help: 'Bytes in the local store\'s pack files (kind=packed), of which objects still in use (kind=live); the rest is freed by compaction',
+      labelNames: ['kind'],
+      registers,
+      // Every worker reads the same store-wide numbers: the sum over workers would count them N times.
+      aggregator: 'max',
+      collect() {
+        if (!m.blobSpaceSource) return;
+        try {
+          const { bytes, live } = m.blobSpaceSource.stats();
+          this.set({ kind: 'packed' }, bytes);
+          this.set({ kind: 'live' }, live);
+        } catch {
+          // A closed or failing index: keep the last values; /health reports the failure.
+        }
+      },
+    }),
   };
+  return m;
+}
+
+/**
+ * Makes `m` report the space of `store` on every scrape.
+ *
+ * @example
+ * watchBlobSpace(packedStore); // blob_store_bytes{kind="packed"} and {kind="live"}
+ */
+export function watchBlobSpace(store: SpaceSource, m: Metrics = metrics): void {
+  m.blobSpaceSource = store;
 }
 
 /** The process-wide instruments, exposed by the server on GET /metrics. */

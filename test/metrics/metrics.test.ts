@@ -1,6 +1,6 @@
 // The record* functions: what each call adds to which series.
 import { describe, expect, it } from 'vitest';
-import { createMetrics, recordCleanerRun, recordLockWait, recordUpload, type Metrics } from '../../src/metrics/metrics.js';
+import { createMetrics, recordCleanerRun, recordLockWait, recordUpload, watchBlobSpace, type Metrics } from '../../src/metrics/metrics.js';
 
 /** One sample from the JSON form; histogram samples are found by their metricName (`x_count`). */
 async function value(m: Metrics, name: string, labels: Record<string, string> = {}): Promise<number | undefined> {
@@ -52,6 +52,15 @@ describe('metrics recorders', () => {
     expect(await value(m, 'lock_timeouts_total')).toBe(1);
     const text = await m.registry.metrics();
     expect(text).toContain('lock_wait_seconds_bucket{le="0.005"} 1');
+  });
+
+  it('watchBlobSpace reports a packed store\'s bytes and live bytes on each scrape', async () => {
+    const m = createMetrics({ defaultMetrics: false });
+    let stats = { packs: 1, bytes: 1000, live: 600 };
+    watchBlobSpace({ stats: () => stats }, m);
+    expect(await m.registry.metrics()).toMatch(/blob_store_bytes\{kind="packed"\} 1000\n[\s\S]*blob_store_bytes\{kind="live"\} 600/);
+    stats = { packs: 1, bytes: 700, live: 600 }; // after a compaction
+    expect(await m.registry.metrics()).toContain('blob_store_bytes{kind="packed"} 700');
   });
 
   it('builds independent registries', async () => {
