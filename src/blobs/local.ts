@@ -29,6 +29,7 @@ import { promisify } from 'node:util';
 import { pathToFileURL } from 'node:url';
 import { BlobExistsError, BlobNotFoundError, BlobStoreError } from '../errors.js';
 import type { BlobInfo, BlobStore, PutOptions } from './blob-store.js';
+import { errnoCode, toBlobStoreError } from './fs-errors.js';
 
 export interface LocalBlobStoreOptions {
   /** Directory holding the objects; created on the first write. */
@@ -285,15 +286,7 @@ export class LocalBlobStore implements BlobStore {
   }
 
   private translate(err: unknown, what: string, signal?: AbortSignal): unknown {
-    if (signal?.aborted) return signal.reason;
-    if (err instanceof BlobExistsError || err instanceof BlobNotFoundError || err instanceof BlobStoreError) {
-      return err;
-    }
-    const code = errnoCode(err);
-    const detail = err instanceof Error ? err.message : String(err);
-    return new BlobStoreError(`${this.describe}: ${what} failed${code ? ` (${code})` : ''}: ${detail}`, {
-      cause: err,
-    });
+    return toBlobStoreError(err, this.describe, what, signal);
   }
 }
 
@@ -309,11 +302,6 @@ function checkSegment(segment: string, key: string): void {
 /** Plain code-unit order, the order S3 lists keys in (for ASCII keys). */
 function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
-}
-
-function errnoCode(err: unknown): string | undefined {
-  const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' ? code : undefined;
 }
 
 async function readdirOrEmpty(path: string): Promise<Dirent[]> {

@@ -2,9 +2,9 @@
 // creating one file per object.
 //
 // Why: creating a file costs an inode, a directory entry and a rename; on the disks this was
-// measured on that was 0.3-1 ms of kernel CPU per object, more than everything else a small PUT
-// does, and most of a large PUT's CPU at 128 KiB blocks (bench/README.md). An append costs a
-// write into the page cache.
+// measured on that was 0.3-1 ms of kernel CPU per object, about as much as the rest of a small
+// PUT's work, and up to half of a large PUT's server CPU at 128 KiB blocks (bench/README.md).
+// An append costs a write into the page cache.
 //
 // Layout under the root:
 // - `packs/<id>.pack`  records `S3DP` | u32 key length | u32 data length | key (UTF-8) | data,
@@ -32,6 +32,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import { BlobExistsError, BlobNotFoundError, BlobStoreError } from '../errors.js';
 import type { BlobInfo, BlobStore, CompactReport, PutOptions } from './blob-store.js';
 import { retryWhileBusy } from '../util/sqlite-busy.js';
+import { errnoCode, toBlobStoreError } from './fs-errors.js';
 
 export interface PackedBlobStoreOptions {
   /** Directory holding `index.sqlite` and `packs/`; created when opened. */
@@ -88,8 +89,6 @@ interface Writer {
   inFlight: number;
   sealing: boolean;
 }
-
-const errnoCode = (err: unknown) => (err as { code?: unknown } | null)?.code;
 
 /**
  * Stores blobs as records in append-only pack files with a SQLite index.
@@ -497,11 +496,7 @@ export class PackedBlobStore implements BlobStore {
   }
 
   private translate(err: unknown, what: string, signal?: AbortSignal): unknown {
-    if (signal?.aborted) return signal.reason;
-    if (err instanceof BlobExistsError || err instanceof BlobNotFoundError || err instanceof BlobStoreError) return err;
-    const code = errnoCode(err);
-    const detail = err instanceof Error ? err.message : String(err);
-    return new BlobStoreError(`${this.describe}: ${what} failed${typeof code === 'string' ? ` (${code})` : ''}: ${detail}`, { cause: err });
+    return toBlobStoreError(err, this.describe, what, signal);
   }
 }
 

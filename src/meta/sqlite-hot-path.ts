@@ -24,7 +24,6 @@ import type { Database } from './schema.js';
 import { isSqliteBusy, retryWhileBusy } from '../util/sqlite-busy.js';
 import { BUSY_TIMEOUT_MS } from './sqlite.js';
 
-
 interface PendingPut {
   path: string;
   version: number;
