@@ -32,6 +32,7 @@ import BetterSqlite3 from 'better-sqlite3';
 import { BlobExistsError, BlobNotFoundError, BlobStoreError } from '../errors.js';
 import type { BlobInfo, BlobStore, CompactReport, PutOptions } from './blob-store.js';
 import { retryWhileBusy } from '../util/sqlite-busy.js';
+import { checkpointInBackground } from '../util/wal-checkpointer.js';
 import { errnoCode, toBlobStoreError } from './fs-errors.js';
 
 export interface PackedBlobStoreOptions {
@@ -117,6 +118,7 @@ export class PackedBlobStore implements BlobStore {
   private flushChain: Promise<void> = Promise.resolve();
   private closed = false;
   private compacting: Promise<CompactReport> | null = null;
+  private readonly stopCheckpoints: () => void;
 
   private constructor(opts: PackedBlobStoreOptions) {
     this.root = resolve(opts.root);
@@ -128,6 +130,7 @@ export class PackedBlobStore implements BlobStore {
     this.db = new BetterSqlite3(join(this.root, PACK_INDEX));
     this.db.pragma('journal_mode = WAL');
     this.db.pragma(`synchronous = ${this.fsync ? 'FULL' : 'NORMAL'}`);
+    this.stopCheckpoints = checkpointInBackground(this.db, join(this.root, PACK_INDEX), this.fsync ? 'FULL' : 'NORMAL');
     // Writers retry asynchronously instead (write()); readers never wait in WAL mode.
     this.db.pragma('busy_timeout = 0');
     this.db.exec(`
@@ -153,6 +156,7 @@ export class PackedBlobStore implements BlobStore {
         }
       });
     } catch (err) {
+      store.stopCheckpoints();
       store.db.close();
       throw store.translate(err, 'open');
     }
@@ -298,6 +302,7 @@ export class PackedBlobStore implements BlobStore {
     }
     for (const fd of this.readers.values()) closeSync(fd);
     this.readers.clear();
+    this.stopCheckpoints();
     this.db.close();
   }
 

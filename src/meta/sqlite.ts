@@ -3,6 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
 import { Kysely, SqliteDialect, type SqliteDatabase } from 'kysely';
+import { checkpointInBackground } from '../util/wal-checkpointer.js';
 import type { Database } from './schema.js';
 
 /** Prepared statements kept per connection (distinct SQL texts; IN-lists of other lengths are new texts). */
@@ -13,10 +14,13 @@ const STATEMENT_CACHE = 512;
  * this keeps the prepared statements by SQL text. Safe because better-sqlite3 runs one
  * statement at a time and Kysely never iterates (streams) on this connection.
  */
-function cachingDatabase(sqlite: BetterSqlite3.Database): SqliteDatabase {
+function cachingDatabase(sqlite: BetterSqlite3.Database, beforeClose: () => void): SqliteDatabase {
   const statements = new Map<string, BetterSqlite3.Statement>();
   return {
-    close: () => void sqlite.close(),
+    close: () => {
+      beforeClose();
+      sqlite.close();
+    },
     prepare(text: string) {
       // Kysely opens transactions with a plain `begin`, which takes the write lock only at the
       // first write; another process (WORKERS > 1, a CLI beside the server) committing in
@@ -54,7 +58,8 @@ export function openSqlite(path: string): Kysely<Database> {
   sqlite.pragma('journal_mode = WAL');
   sqlite.pragma('synchronous = NORMAL');
   sqlite.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: cachingDatabase(sqlite) }) });
+  const stopCheckpoints = path === ':memory:' ? () => {} : checkpointInBackground(sqlite, path, 'NORMAL');
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: cachingDatabase(sqlite, stopCheckpoints) }) });
   rawConnections.set(db, sqlite);
   return db;
 }
