@@ -158,6 +158,13 @@ export function toMarkdown(r: BenchResults): string {
       out.push(`| ${s.target} | ${s.op} | ${s.connections} | ${f0(x.rps)} | ${f2(x.latency.p50)} | ${f2(x.latency.p90)} | ${f2(x.latency.p99)} | ${f1(x.latency.max)} | ${x.totalErrors}${x.totalErrors ? ` (${Object.entries(x.errors).filter(([, v]) => v).map(([k, v]) => `${k} ${v}`).join(', ')})` : ''} |`);
     }
     out.push('');
+    const repeated = r.small.filter((s) => s.repeatedBodies);
+    out.push(
+      repeated.length
+        ? `Every PUT sent a body its server had not stored before, except: ${repeated.map((s) => `${s.target} c=${s.connections} ${s.repeatedBodies} of ${s.result.requests}`).join('; ')} (the body pool ran out).`
+        : 'Every PUT sent a body its server had not stored before (no series ran past the body pool).',
+      '',
+    );
     const peaks = Object.entries(r.smallPeakRss);
     if (peaks.length) out.push(`Peak RSS during the small-file runs: ${peaks.map(([t, b]) => `${t} ${f0(mbOf(b))} MB`).join('; ')}.`, '');
     const idle = Object.entries(r.idleRss).filter(([, b]) => b > 0);
@@ -227,7 +234,7 @@ export function toMarkdown(r: BenchResults): string {
   out.push('## Method', '');
   out.push(
     '- Everything runs on this machine over loopback: the servers, moto_server as the S3 endpoint, wrk (one thread) as the small-file load generator, and a Node client in its own process for large files.',
-    '- Small files: each PUT stores a new path; bodies cycle through a pool of distinct 4 KiB text files compressed with gzip -9, sent with SHA256-Checksum and Logical-Size as the Filetracker client does, the version in `?last_modified=`. GETs read random files among those stored before the run. A warm-up run precedes each series.',
+    '- Small files: each PUT stores a new path and a content new to the server (the next of a pool of distinct 4 KiB text files, compressed with gzip -9; a PUT of a content already stored would skip its compression and write), sent with SHA256-Checksum and Logical-Size as the Filetracker client does, the version in `?last_modified=`. GETs read random files among those stored before the run. A warm-up run precedes each series.',
     '- Large files: random bytes are sent plain (the client with compress_hint=False), text as gzip -9 with hints. MB/s counts logical bytes. Peak RSS: s3dedup is one process, its VmHWM is reset before each request (/proc/PID/clear_refs); Filetracker (gunicorn master + gevent workers) and moto are sampled every 100 ms as the summed RSS of their process tree.',
     '- Direct S3: the same requests sent to moto with plain HTTP (no signing cost, moto does not check signatures), so the proxy overhead ratio is conservative.',
     '- Dedup: stored bytes are the apparent sizes of all blob files (blocks, maps, descriptor) plus the SQLite file with its WAL; restic is `du -sb` of the repository (apparent bytes); whole-file dedup sums `gzip -6` of the distinct tars. Blocks per file is computed with the same FastCDC code on the tars.',

@@ -14,50 +14,71 @@ import { runWrk, type WrkResult } from './wrk.js';
 export const SMALL_SIZE = 4096;
 
 export interface PoolItem {
-  content: Buffer;
+  /** the gzip -9 body, a view into the pool file */
   gz: Buffer;
   sha256: string;
+  /** uncompressed bytes */
+  size: number;
 }
 
 export interface Pool {
   /** path without extension: <path>.bin and <path>.idx, read by wrk/common.lua */
   path: string;
   items: PoolItem[];
+  /** the uncompressed content of item i (made again, not kept: the pool is large) */
+  content(i: number): Buffer;
 }
 
-/** N distinct 4 KiB text files and their gzip -9 bodies, cached under cacheDir. */
+/**
+ * N distinct 4 KiB text files and their gzip -9 bodies, cached under cacheDir. The bench sizes
+ * N so that every PUT of a target's series stores a content it has not stored before (as a
+ * Filetracker server mostly sees); smallFileSeries reports any series that ran past the pool.
+ */
 export function bodyPool(cacheDir: string, count: number): Pool {
   mkdirSync(cacheDir, { recursive: true });
   const path = join(cacheDir, `pool-${count}x${SMALL_SIZE}`);
   const base = textLike(8 << 20, 777);
-  const items: PoolItem[] = [];
+  const starts = new Uint32Array(count);
   let state = 99991;
   for (let i = 0; i < count; i++) {
     state = (Math.imul(state, 1_103_515_245) + 12_345) >>> 0;
-    const from = state % (base.length - SMALL_SIZE);
-    const content = Buffer.from(base.subarray(from, from + SMALL_SIZE));
-    content.write(`bench file ${i}\n`, 0); // distinct contents, so every PUT stores a new file
-    items.push({ content, gz: Buffer.alloc(0), sha256: createHash('sha256').update(content).digest('hex') });
+    starts[i] = state % (base.length - SMALL_SIZE);
   }
+  const content = (i: number) => {
+    const c = Buffer.from(base.subarray(starts[i], starts[i] + SMALL_SIZE));
+    c.write(`bench file ${i}\n`, 0); // distinct contents, so every PUT stores a new file
+    return c;
+  };
+  const sha256 = (i: number) => createHash('sha256').update(content(i)).digest('hex');
   if (existsSync(`${path}.idx`) && existsSync(`${path}.bin`)) {
     const bin = readFileSync(`${path}.bin`);
     const lines = readFileSync(`${path}.idx`, 'utf8').trim().split('\n');
-    let off = 0;
-    if (lines.length === count) {
-      lines.forEach((line, i) => {
-        const len = Number(line.split(' ')[0]);
-        items[i].gz = bin.subarray(off, off + len);
-        off += len;
-      });
-      if (lines.every((l, i) => l.split(' ')[1] === items[i].sha256)) return { path, items };
+    // The cache is checked against a sample of the recomputed contents (all of them took seconds).
+    const sample = [0, 1, count >> 1, count - 1];
+    if (lines.length === count && sample.every((i) => lines[i].split(' ')[1] === sha256(i))) {
+      const items: PoolItem[] = [];
+      let off = 0;
+      for (const line of lines) {
+        const [len, sha, size] = line.split(' ');
+        items.push({ gz: bin.subarray(off, off + Number(len)), sha256: sha, size: Number(size) });
+        off += Number(len);
+      }
+      return { path, items, content };
     }
   }
-  for (const it of items) it.gz = gzipSync(it.content, { level: 9 });
-  writeFileSync(`${path}.bin.tmp`, Buffer.concat(items.map((it) => it.gz)));
-  writeFileSync(`${path}.idx.tmp`, items.map((it) => `${it.gz.length} ${it.sha256} ${it.content.length}\n`).join(''));
+  const gzs: Buffer[] = [];
+  const idx: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const c = content(i);
+    const gz = gzipSync(c, { level: 9 });
+    gzs.push(gz);
+    idx.push(`${gz.length} ${createHash('sha256').update(c).digest('hex')} ${c.length}\n`);
+  }
+  writeFileSync(`${path}.bin.tmp`, Buffer.concat(gzs));
+  writeFileSync(`${path}.idx.tmp`, idx.join(''));
   renameSync(`${path}.bin.tmp`, `${path}.bin`);
   renameSync(`${path}.idx.tmp`, `${path}.idx`);
-  return { path, items };
+  return bodyPool(cacheDir, count);
 }
 
 /** One HTTP request with a keep-alive agent; resolves with status and body. */
@@ -86,7 +107,7 @@ export function ftPutHeaders(item: PoolItem): Record<string, string> {
     'Content-Type': 'application/octet-stream',
     'Content-Encoding': 'gzip',
     'SHA256-Checksum': item.sha256,
-    'Logical-Size': String(item.content.length),
+    'Logical-Size': String(item.size),
   };
 }
 
@@ -109,7 +130,7 @@ export async function prepopulate(t: Target, pool: Pool, prefix: string, count: 
     const res = await httpRequest(agent, `${t.url}${t.path(`${prefix}/0`)}`, 'GET', t.authHeaders);
     if (res.status !== 200) throw new Error(`${t.name}: GET ${prefix}/0 answered ${res.status}`);
     const got = t.mode === 'ft' ? gunzipSync(res.body) : res.body;
-    const want = t.mode === 'ft' ? pool.items[0].content : pool.items[0].gz;
+    const want = t.mode === 'ft' ? pool.content(0) : pool.items[0].gz;
     if (!got.equals(want)) throw new Error(`${t.name}: GET ${prefix}/0 returned different content`);
   } finally {
     agent.destroy();
@@ -121,6 +142,8 @@ export interface SmallRow {
   op: 'PUT' | 'GET';
   connections: number;
   result: WrkResult;
+  /** PUT: requests whose body this target had stored already (0 unless the pool ran out) */
+  repeatedBodies?: number;
 }
 
 export interface SmallOptions {
@@ -136,20 +159,27 @@ export async function smallFileSeries(t: Target, pool: Pool, o: SmallOptions): P
   const rows: SmallRow[] = [];
   const runId = Date.now().toString(36);
   const auth = t.authHeaders.Authorization ?? '';
-  let offset = Math.floor(Math.random() * pool.items.length);
+  // Items below getFiles are the GET series' files; PUT series take the items after them, each
+  // series starting past the last one the previous one sent (requests in flight at the end too).
+  let next = o.getFiles;
   const memory = watchMemory(t);
-  const putArgs = (tag: string) => {
-    offset += 100_000;
-    return [t.path('bench/put'), `${runId}-${tag}`, pool.path, String(offset), t.putQuery, t.mode, auth];
+  const n = pool.items.length;
+  const putSeries = async (tag: string, connections: number, durationS: number): Promise<{ result: WrkResult; repeatedBodies: number }> => {
+    const start = next;
+    const result = await wrk('put.lua', [t.path('bench/put'), `${runId}-${tag}`, pool.path, String(start), t.putQuery, t.mode, auth], connections, durationS);
+    next = start + result.requests + connections;
+    // put.lua sends items start+1 .. start+requests, modulo n: those past n were sent before.
+    return { result, repeatedBodies: Math.min(result.requests, Math.max(0, start + result.requests - (n - 1))) };
   };
   const wrk = (script: 'put.lua' | 'get.lua', scriptArgs: string[], connections: number, durationS: number) =>
     runWrk({ url: t.url, script, scriptArgs, connections, durationS, threads: 1 });
 
-  if (o.warmupS > 0) await wrk('put.lua', putArgs('warm'), 16, o.warmupS);
+  if (o.warmupS > 0) await putSeries('warm', 16, o.warmupS);
   for (const c of o.connections) {
-    const result = await wrk('put.lua', putArgs(`c${c}`), c, o.durationS);
-    o.log(`${t.name} PUT c=${c}: ${fmtRow(result)}`);
-    rows.push({ target: t.name, op: 'PUT', connections: c, result });
+    const { result, repeatedBodies } = await putSeries(`c${c}`, c, o.durationS);
+    const repeated = repeatedBodies ? `, ${repeatedBodies} of them repeating a body already stored (the pool of ${n} ran out)` : '';
+    o.log(`${t.name} PUT c=${c}: ${fmtRow(result)}${repeated}`);
+    rows.push({ target: t.name, op: 'PUT', connections: c, result, repeatedBodies });
   }
   o.log(`${t.name}: storing ${o.getFiles} files to read`);
   await prepopulate(t, pool, 'bench/get', o.getFiles);

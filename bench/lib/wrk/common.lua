@@ -21,16 +21,13 @@ end
 -- Reads a body pool written by bench/lib/smallfiles.ts: <pool>.bin holds the bodies back to
 -- back, <pool>.idx one line per body: "<length> <sha256 hex> <logical size>".
 function load_pool(path)
+  -- body by body: the pool is large, and one string of it all would double the memory
   local f = assert(io.open(path .. ".bin", "rb"))
-  local data = f:read("*a")
-  f:close()
   local pool = {}
-  local off = 1
   for line in io.lines(path .. ".idx") do
     local len, sha, size = line:match("^(%d+) (%x+) (%d+)$")
-    len = tonumber(len)
-    pool[#pool + 1] = { body = data:sub(off, off + len - 1), sha = sha, size = size }
-    off = off + len
+    pool[#pool + 1] = { body = f:read(tonumber(len)), sha = sha, size = size }
   end
+  f:close()
   return pool
 end
