@@ -23,6 +23,7 @@ import { sql, type ExpressionBuilder, type Kysely } from 'kysely';
 import type { BlobStore } from '../blobs/blob-store.js';
 import type { MetadataStore } from '../meta/metadata-store.js';
 import type { Database } from '../meta/schema.js';
+import { isWholeMember } from '../store/small-member.js';
 import { BLOCK_PREFIX, MAP_PREFIX, blockKey, mapKey } from '../store/keys.js';
 import { Semaphore } from '../util/semaphore.js';
 
@@ -34,7 +35,7 @@ export const FSCK_PROBLEMS = {
   blockSizeMismatch: 'block blob size differs from blocks.stored_size',
   blockListMismatch: 'block list length or indexes differ from contents.block_count',
   missingBlockRow: 'block list names a block that has no blocks row',
-  storedSizeMismatch: "contents.stored_size differs from the sum of its blocks' stored sizes",
+  storedSizeMismatch: "contents.stored_size differs from the sum of its blocks' stored sizes (or from its gzip member's size)",
   logicalSizeMismatch: "contents.logical_size differs from the sum of its blocks' sizes",
   danglingFile: 'files row naming a content that has no contents row',
   orphanBlockList: 'content_blocks rows of a content that has no contents row',
@@ -271,6 +272,7 @@ class Fsck {
           this.found('missingBlockRow', c.hash, `${list.links - list.present} of ${list.links} listed blocks have no blocks row`);
           continue; // the sums below would only repeat that
         }
+        if (isWholeMember({ blockCount, storedSize: n(c.stored_size) })) continue; // no blocks: its map blob is checked below
         if (list.stored !== n(c.stored_size)) {
           this.found('storedSizeMismatch', c.hash, `stored_size ${n(c.stored_size)}, its blocks store ${list.stored} bytes`);
         }
@@ -281,8 +283,16 @@ class Fsck {
 
       // A content of one block has no map (store/file-store.ts): its block is the whole content.
       const mapped = page.filter((c) => n(c.block_count) !== 1).map((c) => c.hash);
+      // A whole-member content's map blob is its gzip member, of exactly stored_size bytes.
+      const memberSizes = new Map(
+        page.filter((c) => isWholeMember({ blockCount: n(c.block_count), storedSize: n(c.stored_size) })).map((c) => [c.hash, n(c.stored_size)]),
+      );
       await this.headAll(mapped, async (hash, signal) => {
-        if ((await this.blobs.head(mapKey(hash), signal)) === null) this.found('missingMap', mapKey(hash), 'absent from the blob store');
+        const info = await this.blobs.head(mapKey(hash), signal);
+        if (info === null) this.found('missingMap', mapKey(hash), 'absent from the blob store');
+        else if (memberSizes.has(hash) && info.size !== memberSizes.get(hash)) {
+          this.found('storedSizeMismatch', hash, `stored_size ${memberSizes.get(hash)}, its gzip member ${mapKey(hash)} has ${info.size} bytes`);
+        }
       });
 
       this.scanned.contents += page.length;

@@ -7,9 +7,15 @@ import type { ChunkerParams } from './chunker.js';
 import { GEAR_SEED } from './gear.js';
 import { DESCRIPTOR_KEY } from './keys.js';
 
+/**
+ * Layout 2 added contents stored as one whole gzip member (store/small-member.ts), which a
+ * layout-1 build would answer with a 500; such a build refuses a layout-2 store at start.
+ */
+export const LAYOUT = 2;
+
 export interface StoreDescriptor {
   format: 's3dedup-ts';
-  layout: 1;
+  layout: 1 | 2;
   hash: 'sha256';
   compression: 'deflate-raw-full-flush';
   chunker: { algorithm: 'fastcdc-gear32'; gear: string } & ChunkerParams;
@@ -19,7 +25,7 @@ export interface StoreDescriptor {
 export function describeStore(chunker: ChunkerParams): StoreDescriptor {
   return {
     format: 's3dedup-ts',
-    layout: 1,
+    layout: LAYOUT,
     hash: 'sha256',
     compression: 'deflate-raw-full-flush',
     chunker: { algorithm: 'fastcdc-gear32', gear: GEAR_SEED, ...chunker },
@@ -52,7 +58,8 @@ export async function ensureDescriptor(blobs: BlobStore, chunker: ChunkerParams)
   }
   const problems: string[] = [];
   if (existing.format !== wanted.format) problems.push(`format ${JSON.stringify(existing.format)} (expected ${wanted.format})`);
-  if (existing.layout !== wanted.layout) problems.push(`layout ${existing.layout} (expected ${wanted.layout})`);
+  // Layout 1 is layout 2 without whole-member contents: it is upgraded below.
+  if (existing.layout !== wanted.layout && existing.layout !== 1) problems.push(`layout ${existing.layout} (expected ${wanted.layout})`);
   if (existing.hash !== wanted.hash) problems.push(`hash ${existing.hash}`);
   if (existing.compression !== wanted.compression) problems.push(`compression ${existing.compression}`);
   for (const k of ['algorithm', 'gear', 'minSize', 'avgSize', 'maxSize'] as const) {
@@ -63,6 +70,10 @@ export async function ensureDescriptor(blobs: BlobStore, chunker: ChunkerParams)
   if (problems.length > 0) {
     throw new Error(`the store at ${blobs.describe} was created with a different layout: ${problems.join(', ')}; ` +
       'use the chunker settings it records or another bucket/directory');
+  }
+  if (existing.layout === 1) {
+    existing = { ...existing, layout: LAYOUT };
+    await blobs.put(DESCRIPTOR_KEY, Buffer.from(JSON.stringify(existing, null, 2) + '\n'));
   }
   return existing;
 }

@@ -10,6 +10,10 @@
 //                        `blocks/<content sha256>` and whose row holds all a map would (sizes,
 //                        CRC). Most Filetracker files are that small, and an object less per
 //                        PUT is one file creation (local) or request (S3) less.
+//                        A content that a PUT sent whole and that fits one block (at most the
+//                        chunker's minimum; most Filetracker files) is instead stored here as one
+//                        complete gzip member, the very bytes a GET sends (store/small-member.ts):
+//                        its row says block_count 0 with stored_size > 0, and it has no blocks.
 // Write order on PUT: missing blocks, then the map, then one metadata transaction that points
 // the path at the content and bumps reference counts. A crash before the transaction leaves
 // only unreferenced blobs, which the cleaner's full scan removes. Nothing is deleted inline:
@@ -18,17 +22,19 @@
 // recompressing anything.
 import { Readable } from 'node:stream';
 import type { BlobStore } from '../blobs/blob-store.js';
-import { AppError } from '../errors.js';
+import { AppError, BlobExistsError } from '../errors.js';
 import type { LockManager } from '../locks/lock-manager.js';
 import { contentKey, pathKey } from '../locks/lock-manager.js';
 import type { Logger } from '../log.js';
 import type { BlockRef, DeleteOutcome, FileWithContent, MetadataStore, PutOutcome } from '../meta/metadata-store.js';
+import { retryable } from '../meta/file-for-read.js';
 import type { ChunkerParams } from './chunker.js';
 import { recordLockWait, recordUpload } from '../metrics/metrics.js';
 import { BlockCache } from './block-cache.js';
 import { encodeContentMap } from './content-map.js';
 import { DEFLATE_END, GZIP_HEADER, gzipMemberLength, gzipTrailer } from './gzip-member.js';
 import { ingestBody } from './ingest.js';
+import { isWholeMember } from './small-member.js';
 import { blockKey, mapKey } from './keys.js';
 
 export interface FileStoreOptions {
@@ -83,7 +89,7 @@ export function needsMap(blocks: readonly BlockRef[]): boolean {
 }
 
 function withGzipLength(f: FileWithContent): StoredFile {
-  return { ...f, gzipLength: gzipMemberLength([f.storedSize]) };
+  return { ...f, gzipLength: isWholeMember(f) ? f.storedSize : gzipMemberLength([f.storedSize]) };
 }
 
 export class FileStore {
@@ -119,7 +125,13 @@ export class FileStore {
       throw new AppError('CHECKSUM_MISMATCH', `SHA256-Checksum ${req.expectedSha256} does not match the body (${result.hash})`);
     }
     const mapWritten = !(await this.meta.hasContent(result.hash));
-    if (mapWritten && needsMap(result.blocks)) {
+    let storedSize = result.storedSize;
+    let storedBytesWritten = result.storedBytesWritten;
+    if (mapWritten && result.member) {
+      const put = await this.putMember(result.hash, result.member, req.signal);
+      storedSize = put.storedSize;
+      if (put.written) storedBytesWritten += storedSize;
+    } else if (mapWritten && needsMap(result.blocks)) {
       await this.blobs.put(mapKey(result.hash), encodeContentMap(result.hash, result.logicalSize, result.crc32, result.blocks), {
         signal: req.signal,
       });
@@ -130,14 +142,14 @@ export class FileStore {
         this.meta.commitPut(
           req.path,
           req.version,
-          { hash: result.hash, logicalSize: result.logicalSize, storedSize: result.storedSize, crc32: result.crc32, blocks: result.blocks },
+          { hash: result.hash, logicalSize: result.logicalSize, storedSize, crc32: result.crc32, blocks: result.blocks },
           { startSeq, mapWritten },
         ),
       req.signal,
     );
     recordUpload({
       logicalBytes: result.logicalSize,
-      storedBytesWritten: result.storedBytesWritten,
+      storedBytesWritten,
       blocksWritten: result.written,
       blocksReused: result.reused.length,
     });
@@ -146,6 +158,26 @@ export class FileStore {
       'put',
     );
     return { ...outcome, contentHash: result.hash, blocksWritten: result.written, blocksReused: result.reused.length };
+  }
+
+  /**
+   * Writes a whole-member content unless an object is there already, and returns the stored
+   * size of the one that stays. Only create: two uploads of one content may carry different
+   * gzip streams of it (clients compress differently), and the content row must describe the
+   * object readers get. One already there is a valid member of the same content (any writer
+   * checked it), left by a concurrent upload or by one that crashed before its commit.
+   */
+  private async putMember(hash: string, member: Buffer, signal?: AbortSignal): Promise<{ storedSize: number; written: boolean }> {
+    try {
+      await this.blobs.put(mapKey(hash), member, { ifNoneMatch: true, signal });
+      return { storedSize: member.length, written: true };
+    } catch (err) {
+      if (!(err instanceof BlobExistsError)) throw err;
+    }
+    const existing = await this.blobs.head(mapKey(hash), signal);
+    // Collected between the two calls (an orphan the cleaner took): the commit would refuse it.
+    if (existing === null) throw retryable('the stored copy of this content was collected during the upload');
+    return { storedSize: existing.size, written: false };
   }
 
   async stat(path: string): Promise<StoredFile | null> {
@@ -165,6 +197,7 @@ export class FileStore {
     if (!found) return null;
     const file = withGzipLength(found.file);
     const { blocks } = found;
+    if (isWholeMember(file) && blocks.length === 0) return { file, body: await this.fetchMember(file, signal) };
     if (blocks.length !== file.blockCount || gzipMemberLength(blocks.map((b) => b.storedSize)) !== file.gzipLength) {
       throw new AppError('INTERNAL', `metadata of ${file.path} is inconsistent (block list does not match the content record)`);
     }
@@ -238,6 +271,18 @@ export class FileStore {
   /** Large files stream past the cache so one big download cannot evict every hot block. */
   private isCacheable(file: StoredFile): boolean {
     return file.storedSize <= this.cache.capacity / 8;
+  }
+
+  private async fetchMember(file: StoredFile, signal?: AbortSignal): Promise<Buffer> {
+    const key = mapKey(file.contentHash); // never a block hash, so it cannot meet a block in the cache
+    const cached = this.cache.get(key);
+    if (cached) return cached;
+    const data = await this.blobs.get(key, signal);
+    if (data.length !== file.storedSize) {
+      throw new AppError('INTERNAL', `${key} has ${data.length} bytes, metadata says ${file.storedSize}`);
+    }
+    if (this.isCacheable(file)) this.cache.set(key, data);
+    return data;
   }
 
   private async fetchSegment(b: BlockRef, cacheable: boolean, signal?: AbortSignal): Promise<Buffer> {

@@ -1,7 +1,8 @@
 // The upload pipeline: body -> (gunzip) -> whole-content SHA-256 -> FastCDC -> per-block hash,
 // existence check, compression and write, several blocks in flight. Nothing is buffered beyond
 // `concurrency` blocks; the body pauses while all permits are taken. Small bodies (the common
-// Filetracker case) take a buffered path with the same result and no stream machinery.
+// Filetracker case) whose content fits one block take a buffered path instead and come back as
+// one whole gzip member (store/small-member.ts).
 import { createHash } from 'node:crypto';
 import { Readable, Transform, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -13,7 +14,8 @@ import { Semaphore } from '../util/semaphore.js';
 import { createChunkerStream, type ChunkerParams } from './chunker.js';
 import { combineCrcs } from './gzip-member.js';
 import { blockKey } from './keys.js';
-import { compressSegment, compressSegmentSync } from './segment.js';
+import { compressSegment } from './segment.js';
+import { deflateSmall, readSingleMember, wholeMember, type SmallContent } from './small-member.js';
 
 export interface IngestOptions {
   gzip: boolean;
@@ -40,6 +42,11 @@ export interface IngestResult {
   written: number;
   /** Stored bytes of the blocks this upload wrote. */
   storedBytesWritten: number;
+  /**
+   * A content of at most one block from the buffered path: its whole gzip member, not yet
+   * written (the caller stores it at maps/<hash> unless the content exists). `blocks` is empty.
+   */
+  member?: Buffer;
 }
 
 /** Bodies up to this many bytes on the wire are read whole and take the buffered path (64 KiB). */
@@ -58,14 +65,14 @@ class BlockWriter {
   constructor(private readonly o: IngestOptions) {}
 
   /** Stored size of the block, writing it first unless the store has it. */
-  async store(hash: string, data: Buffer, crc: number, compressHere = false): Promise<number> {
+  async store(hash: string, data: Buffer, crc: number): Promise<number> {
     const storedSize = (await this.o.meta.findBlocks([hash])).get(hash);
     if (storedSize !== undefined) {
       this.reused.add(hash);
       return storedSize;
     }
     const level = this.o.compressionLevel;
-    const segment = compressHere ? compressSegmentSync(data, level, crc) : await compressSegment(data, level, crc);
+    const segment = await compressSegment(data, level, crc);
     await this.o.blobs.put(blockKey(hash), segment.data, { signal: this.o.signal });
     this.written++;
     this.storedBytesWritten += segment.data.length;
@@ -88,30 +95,39 @@ class BlockWriter {
 
 /**
  * Stores a body of `bodyLength` bytes (as sent). Bodies up to SMALL_BODY_BYTES whose content
- * fits in one block are hashed, compressed and written without streams; anything else, or a
- * gzip body that inflates beyond one block, streams through `ingest`. Both give the same
- * blocks: content no longer than the chunker's minimum is always exactly one block.
+ * fits in one block come back with their whole gzip member (`member`, store/small-member.ts)
+ * for the caller to write; anything else, or a gzip body that inflates beyond one block,
+ * streams through `ingest`.
  */
 export async function ingestBody(body: Readable, bodyLength: number | undefined, o: IngestOptions): Promise<IngestResult> {
   if (bodyLength === undefined || bodyLength > SMALL_BODY_BYTES) return ingest(body, o);
   const raw = await readAll(body, bodyLength, o.signal);
-  let content: Buffer | null = raw;
+  const maxContent = o.chunker.minSize;
+  let small: SmallContent | null = null;
   if (o.gzip) {
-    try {
-      content = gunzipSync(raw, { maxOutputLength: o.chunker.minSize });
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ERR_BUFFER_TOO_LARGE') throw classifyIngestError(err, o.signal);
-      content = null; // inflates past one block: chunk it as a stream
-    }
+    const single = readSingleMember(raw, maxContent);
+    if (single === 'too-large') return ingest(Readable.from([raw]), o);
+    if (single !== null) small = single;
   }
-  if (content === null || content.length > o.chunker.minSize) return ingest(Readable.from([raw]), o);
-  const writer = new BlockWriter(o);
+  if (small === null) {
+    let content: Buffer = raw;
+    if (o.gzip) {
+      try {
+        content = gunzipSync(raw, { maxOutputLength: maxContent });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ERR_BUFFER_TOO_LARGE') throw classifyIngestError(err, o.signal);
+        return ingest(Readable.from([raw]), o); // inflates past one block: chunk it as a stream
+      }
+    }
+    if (content.length > maxContent) return ingest(Readable.from([raw]), o);
+    small = { content, crc32: crc32(content), deflate: content.length ? deflateSmall(content, o.compressionLevel) : Buffer.alloc(0) };
+  }
+  const { content, crc32: crc } = small;
   const hash = sha256hex(content);
+  const writer = new BlockWriter(o);
   if (content.length === 0) return writer.result(hash, 0, []);
-  // One block: its hash is the content's hash.
-  const crc = crc32(content);
-  const storedSize = await writer.store(hash, content, crc, true);
-  return writer.result(hash, content.length, [{ hash, size: content.length, storedSize, crc32: crc }]);
+  const member = wholeMember(small.deflate, crc, content.length);
+  return { ...writer.result(hash, content.length, []), storedSize: member.length, crc32: crc, member };
 }
 
 /** Streams `body` into the blob store as blocks; commits no metadata. */

@@ -129,18 +129,6 @@ export async function compressSegment(block: Buffer, level = 6, crc = crc32(bloc
 }
 
 /**
- * compressSegment on the calling thread, for small blocks (a few KiB), where a thread-pool
- * round trip costs more than the deflate itself. Same output format and rules.
- */
-export function compressSegmentSync(block: Buffer, level = 6, crc = crc32(block)): Segment {
-  const size = block.length;
-  if (level === 0 || looksIncompressible(block)) return { data: storeSegment(block), crc32: crc, size };
-  let data: Buffer = deflateRawSync(block, { level, finishFlush: constants.Z_FULL_FLUSH });
-  if (data.length >= size) data = storeSegment(block);
-  return { data, crc32: crc, size };
-}
-
-/**
  * Decodes one segment on its own. Z_SYNC_FLUSH as the finish flush because a
  * segment has no final block, which zlib would otherwise report as a truncated stream.
  *

@@ -2,7 +2,7 @@
 // and a race of uploads sharing blocks against repeated passes with a zero grace period.
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { gunzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { BlobStore } from '../../src/blobs/blob-store.js';
 import { Cleaner, DEFAULT_CLEANER_OPTIONS } from '../../src/cleaner/cleaner.js';
@@ -124,6 +124,24 @@ describe.each(BACKENDS)('cleaner on $name', ({ blobs, meta }) => {
     await h.runtime.cleaner.run();
     expect(await blobExists(blockKey(sha256(one)))).toBe(false);
     expect(await blobExists(mapKey(sha256(one)))).toBe(false);
+    expect(await checkConsistency(h.runtime)).toEqual(CONSISTENT);
+  });
+
+  it('a small content sent whole is one gzip member at maps/, collected with its row', async () => {
+    const small = Buffer.from(`small cleaner file ${uid()}\n`.repeat(100));
+    const wire = gzipSync(small);
+    const path = `member-${uid()}`;
+    await h.runtime.store.put({ path, version: T0, body: Readable.from([wire]), bodyLength: wire.length, gzip: true });
+    expect(await blobExists(mapKey(sha256(small)))).toBe(true);
+    expect(await blobExists(blockKey(sha256(small)))).toBe(false);
+    expect((await readFile(h, path)).equals(small)).toBe(true);
+    expect(await checkConsistency(h.runtime)).toEqual(CONSISTENT);
+    await h.runtime.cleaner.run({ fullScan: true }); // known by its row: not an orphan
+    expect(await blobExists(mapKey(sha256(small)))).toBe(true);
+
+    expect(await h.runtime.store.delete(path, T0)).toBe('deleted');
+    await h.runtime.cleaner.run();
+    expect(await blobExists(mapKey(sha256(small)))).toBe(false);
     expect(await checkConsistency(h.runtime)).toEqual(CONSISTENT);
   });
 

@@ -1,5 +1,7 @@
 // Filetracker v2 routes through the hono app, on both blob stores.
-import { gunzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
+import { GZIP_HEADER } from '../../src/store/gzip-member.js';
+import { blockKey, mapKey } from '../../src/store/keys.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BACKENDS, makeHarness, type Harness } from '../support/harness.js';
 import { date, del, enc, getContent, list, pseudoRandom, put, sha256, uid } from '../support/ft.js';
@@ -254,6 +256,59 @@ describe.each(BACKENDS)('Filetracker v2 on $name', ({ blobs, meta }) => {
     }
     const bad = await h.app.request('/ft/list/?last_modified=notadate');
     expect(bad.status).toBe(400);
+  });
+
+  it("stores a small gzip file as the client's own deflate stream in one member, with no block", async () => {
+    const path = `small-${uid()}.txt`;
+    const body = Buffer.from(`small file ${uid()}\n`.repeat(200));
+    const wire = gzipSync(body, { level: 9 });
+    const res = await h.app.request(`/ft/files/${enc(path)}`, {
+      method: 'PUT',
+      body: new Uint8Array(wire),
+      headers: { 'Last-Modified': date(T0), 'Content-Encoding': 'gzip', 'SHA256-Checksum': sha256(body), 'Logical-Size': String(body.length), 'Content-Length': String(wire.length) },
+    });
+    expect(res.status).toBe(200);
+    const get = await h.app.request(`/ft/files/${enc(path)}`);
+    const raw = Buffer.from(await get.arrayBuffer());
+    // Our header, then the client's deflate stream and trailer byte for byte.
+    expect(raw.subarray(0, 10).equals(GZIP_HEADER)).toBe(true);
+    expect(raw.subarray(10).equals(wire.subarray(10))).toBe(true);
+    expect(Number(get.headers.get('content-length'))).toBe(raw.length);
+    const head = await h.app.request(`/ft/files/${enc(path)}`, { method: 'HEAD' });
+    expect(head.headers.get('content-length')).toBe(String(raw.length));
+
+    const hash = sha256(body);
+    const row = await h.runtime.meta.db.selectFrom('contents').select(['block_count', 'stored_size']).where('hash', '=', hash).executeTakeFirstOrThrow();
+    expect({ blocks: Number(row.block_count), stored: Number(row.stored_size) }).toEqual({ blocks: 0, stored: raw.length });
+    expect((await h.runtime.blobs.head(mapKey(hash)))?.size).toBe(raw.length);
+    expect(await h.runtime.blobs.head(blockKey(hash))).toBeNull();
+    expect(await h.runtime.meta.db.selectFrom('content_blocks').select('idx').where('content_hash', '=', hash).execute()).toEqual([]);
+  });
+
+  it('keeps one stored copy when clients send one small content compressed differently at once', async () => {
+    const body = Buffer.from(`racing content ${uid()}\n`.repeat(300));
+    const dir = `race-${uid()}`;
+    const results = await Promise.all(
+      Array.from({ length: 12 }, (_, i) => {
+        const wire = gzipSync(body, { level: 1 + (i % 9) });
+        return h.app.request(`/ft/files/${enc(`${dir}/f${i}`)}`, {
+          method: 'PUT',
+          body: new Uint8Array(wire),
+          headers: { 'Last-Modified': date(T0), 'Content-Encoding': 'gzip', 'SHA256-Checksum': sha256(body), 'Content-Length': String(wire.length) },
+        });
+      }),
+    );
+    expect(results.map((r) => r.status)).toEqual(Array(12).fill(200));
+    const row = await h.runtime.meta.db.selectFrom('contents').select(['stored_size', 'ref_count']).where('hash', '=', sha256(body)).executeTakeFirstOrThrow();
+    expect(Number(row.ref_count)).toBe(12);
+    // The row describes the object that stayed, whichever client's it is.
+    expect((await h.runtime.blobs.head(mapKey(sha256(body))))?.size).toBe(Number(row.stored_size));
+    for (let i = 0; i < 12; i++) {
+      const get = await h.app.request(`/ft/files/${enc(`${dir}/f${i}`)}`);
+      const raw = Buffer.from(await get.arrayBuffer());
+      expect(raw.length).toBe(Number(row.stored_size));
+      expect(gunzipSync(raw).equals(body)).toBe(true);
+    }
   });
 
   it('keeps exact reference counts under concurrent PUTs of the same content', async () => {

@@ -22,7 +22,7 @@ const subjects = (report: FsckReport, kind: FsckProblemKind) => report.problems[
 /**
  * Files sharing content and blocks: `a` and `b` hold the same bytes (content ref 2), `c` starts
  * with a's first 300 kB (shared blocks, block ref 2), `gone` was deleted (content ref 0, kept
- * for the cleaner), `empty` has no blocks at all.
+ * for the cleaner), `empty` has no blocks at all, `small` is one whole gzip member (no blocks).
  */
 async function populate(h: Harness) {
   const dir = `fsck-${uid()}`;
@@ -34,16 +34,17 @@ async function populate(h: Harness) {
     ['c', other],
     ['gone', pseudoRandom(200_000, 13)],
     ['empty', Buffer.alloc(0)],
+    ['small', Buffer.from(`small fsck file ${dir}\n`.repeat(100))],
   ] as const) {
     expect((await put(h.app, `${dir}/${name}`, body, T0)).status).toBe(200);
   }
   expect((await del(h.app, `${dir}/gone`, T0)).status).toBe(200);
-  return { dir, big: sha256(big), other: sha256(other) };
+  return { dir, big: sha256(big), other: sha256(other), small: sha256(Buffer.from(`small fsck file ${dir}\n`.repeat(100))) };
 }
 
 describe.each(BACKENDS)('fsck on $name', ({ blobs, meta }) => {
   let h: Harness;
-  let hashes: { big: string; other: string };
+  let hashes: { big: string; other: string; small: string };
   beforeAll(async () => {
     h = await makeHarness(blobs, {}, meta);
     hashes = await populate(h);
@@ -56,7 +57,9 @@ describe.each(BACKENDS)('fsck on $name', ({ blobs, meta }) => {
     const report = await runFsck(h.runtime);
     expect(found(report)).toEqual({});
     expect(report.clean).toBe(true);
-    expect(report.scanned.files).toBe(4);
+    expect(report.scanned.files).toBe(5);
+    const small = await h.runtime.meta.db.selectFrom('contents').select('block_count').where('hash', '=', hashes.small).executeTakeFirstOrThrow();
+    expect(Number(small.block_count)).toBe(0); // a whole member was checked too
     expect(report.scanned.contents).toBe(await h.count('contents'));
     expect(report.scanned.blocks).toBe(await h.count('blocks'));
     // Every block, and a map for each content of other than one block.
@@ -120,6 +123,19 @@ describe.each(BACKENDS)('fsck on $name', ({ blobs, meta }) => {
     await h.runtime.blobs.delete(unknown);
     await h.runtime.blobs.put(blockKey(lost.hash), Buffer.alloc(lost.storedSize));
     expect(found(await runFsck(h.runtime))).toEqual({});
+  });
+
+  it("reports a whole member whose size is not its row's", async () => {
+    const db = h.runtime.meta.db;
+    const row = await db.selectFrom('contents').select('stored_size').where('hash', '=', hashes.small).executeTakeFirstOrThrow();
+    await db.updateTable('contents').set({ stored_size: Number(row.stored_size) + 1 }).where('hash', '=', hashes.small).execute();
+    const report = await runFsck(h.runtime);
+    expect(found(report)).toEqual({ storedSizeMismatch: 1 });
+    expect(report.problems.storedSizeMismatch.examples[0]).toEqual({
+      subject: hashes.small,
+      detail: `stored_size ${Number(row.stored_size) + 1}, its gzip member ${mapKey(hashes.small)} has ${Number(row.stored_size)} bytes`,
+    });
+    await db.updateTable('contents').set({ stored_size: Number(row.stored_size) }).where('hash', '=', hashes.small).execute();
   });
 
   it('reports a missing map, wrong sizes, a short block list and a dangling file', async () => {

@@ -1,10 +1,11 @@
-// The buffered small-body path gives exactly what the streaming path gives, and hands bodies
-// it cannot take (long, or inflating past one block) to the stream.
+// The buffered small-body path gives the content the streaming path gives, as one whole gzip
+// member (keeping a client's single member's deflate stream), and hands bodies it cannot take
+// (long, or inflating past one block) to the stream.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { gzipSync } from 'node:zlib';
+import { gunzipSync, gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalBlobStore } from '../../src/blobs/local.js';
 import { MetadataStore } from '../../src/meta/metadata-store.js';
@@ -12,6 +13,7 @@ import { migrateToLatest } from '../../src/meta/migrate.js';
 import { openSqlite } from '../../src/meta/sqlite.js';
 import { DEFAULT_CHUNKER } from '../../src/store/chunker.js';
 import { ingest, ingestBody, SMALL_BODY_BYTES, type IngestOptions } from '../../src/store/ingest.js';
+import { readSingleMember } from '../../src/store/small-member.js';
 import { pseudoRandom, sha256 } from '../support/ft.js';
 
 describe('ingestBody', () => {
@@ -28,22 +30,47 @@ describe('ingestBody', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
-  const shape = (r: Awaited<ReturnType<typeof ingest>>) => ({ hash: r.hash, size: r.logicalSize, stored: r.storedSize, crc: r.crc32, blocks: r.blocks });
+  const shape = (r: Awaited<ReturnType<typeof ingest>>) => ({ hash: r.hash, size: r.logicalSize, crc: r.crc32 });
 
   it.each([
-    ['empty', Buffer.alloc(0)],
     ['4 KiB text', Buffer.from('line of text\n'.repeat(315))],
     ['random, exactly the chunker minimum', pseudoRandom(DEFAULT_CHUNKER.minSize, 3)],
-  ])('matches the streaming path for %s content, plain and gzip', async (_name, content) => {
+  ])('gives the content of the streaming path for %s content as one whole member, plain and gzip', async (_name, content) => {
     for (const gzip of [false, true]) {
-      const wire = gzip ? gzipSync(content) : content;
+      const wire = gzip ? gzipSync(content, { level: 9 }) : content;
       expect(wire.length).toBeLessThanOrEqual(SMALL_BODY_BYTES);
       const fast = await ingestBody(Readable.from([wire]), wire.length, { ...o, gzip });
       const streamed = await ingest(Readable.from([wire]), { ...o, gzip });
       expect(shape(fast)).toEqual(shape(streamed));
       expect(fast.hash).toBe(sha256(content));
-      expect(fast.blocks.length).toBe(content.length === 0 ? 0 : 1);
+      expect(fast.blocks).toEqual([]);
+      expect(fast.written).toBe(0); // the caller writes the member
+      const member = fast.member!;
+      expect(fast.storedSize).toBe(member.length);
+      expect(gunzipSync(member).equals(content)).toBe(true);
+      // The client's deflate stream is kept byte for byte: nothing was compressed again.
+      if (gzip) expect(member.subarray(10).equals(wire.subarray(10))).toBe(true);
     }
+  });
+
+  it('gives an empty content no blocks and no member, as the streaming path', async () => {
+    for (const gzip of [false, true]) {
+      const wire = gzip ? gzipSync(Buffer.alloc(0)) : Buffer.alloc(0);
+      const fast = await ingestBody(Readable.from([wire]), wire.length, { ...o, gzip });
+      const streamed = await ingest(Readable.from([wire]), { ...o, gzip });
+      expect({ ...shape(fast), stored: fast.storedSize, blocks: fast.blocks }).toEqual({ ...shape(streamed), stored: streamed.storedSize, blocks: streamed.blocks });
+      expect(fast.member).toBeUndefined();
+    }
+  });
+
+  it('re-encodes a gzip body of two members into one, with the whole content', async () => {
+    const a = Buffer.from('first part\n'.repeat(100));
+    const b = Buffer.from('second part\n'.repeat(100));
+    const wire = Buffer.concat([gzipSync(a), gzipSync(b)]);
+    const r = await ingestBody(Readable.from([wire]), wire.length, { ...o, gzip: true });
+    expect(r.hash).toBe(sha256(Buffer.concat([a, b])));
+    expect(gunzipSync(r.member!).equals(Buffer.concat([a, b]))).toBe(true);
+    expect(readSingleMember(r.member!, 1 << 20)).not.toBeNull(); // one member, not the two sent
   });
 
   it('streams a small gzip body that inflates past one block (no buffering of the inflated content)', async () => {

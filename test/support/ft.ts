@@ -42,7 +42,10 @@ export function put(app: Hono, path: string, body: Buffer, version: number, o: P
   if (gzip) headers['Content-Encoding'] = 'gzip';
   if (o.checksum !== false) headers['SHA256-Checksum'] = o.checksum ?? sha256(body);
   if (o.size !== false) headers['Logical-Size'] = String(o.size ?? body.length);
-  return app.request(url, { method: 'PUT', body: new Uint8Array(gzip ? gzipSync(body, { level: 9 }) : body), headers });
+  const wire = gzip ? gzipSync(body, { level: 9 }) : body;
+  // As the Filetracker client sends it (app.request adds none); small bodies take the buffered path then.
+  headers['Content-Length'] ??= String(wire.length);
+  return app.request(url, { method: 'PUT', body: new Uint8Array(wire), headers });
 }
 
 export async function getContent(app: Hono, path: string): Promise<{ res: Response; content: Buffer | null }> {
