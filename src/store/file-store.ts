@@ -22,7 +22,7 @@
 // recompressing anything.
 import { Readable } from 'node:stream';
 import type { BlobStore } from '../blobs/blob-store.js';
-import { AppError, BlobExistsError } from '../errors.js';
+import { AppError, BlobExistsError, BlobNotFoundError } from '../errors.js';
 import type { LockManager } from '../locks/lock-manager.js';
 import { contentKey, pathKey } from '../locks/lock-manager.js';
 import type { Logger } from '../log.js';
@@ -34,7 +34,7 @@ import { BlockCache } from './block-cache.js';
 import { encodeContentMap } from './content-map.js';
 import { DEFLATE_END, GZIP_HEADER, gzipMemberLength, gzipTrailer } from './gzip-member.js';
 import { ingestBody } from './ingest.js';
-import { isWholeMember } from './small-member.js';
+import { isWholeMember, readSingleMember } from './small-member.js';
 import { blockKey, mapKey } from './keys.js';
 
 export interface FileStoreOptions {
@@ -128,7 +128,7 @@ export class FileStore {
     let storedSize = result.storedSize;
     let storedBytesWritten = result.storedBytesWritten;
     if (mapWritten && result.member) {
-      const put = await this.putMember(result.hash, result.member, req.signal);
+      const put = await this.putMember({ ...result, member: result.member }, req.signal);
       storedSize = put.storedSize;
       if (put.written) storedBytesWritten += storedSize;
     } else if (mapWritten && needsMap(result.blocks)) {
@@ -164,20 +164,32 @@ export class FileStore {
    * Writes a whole-member content unless an object is there already, and returns the stored
    * size of the one that stays. Only create: two uploads of one content may carry different
    * gzip streams of it (clients compress differently), and the content row must describe the
-   * object readers get. One already there is a valid member of the same content (any writer
-   * checked it), left by a concurrent upload or by one that crashed before its commit.
+   * object readers get. One already there is read back and must be a member of this very
+   * content (a concurrent upload's, or one whose upload crashed before its commit); anything
+   * else there (a map an older build wrote for a one-block content, left by a crash) is
+   * refused with a 503 until the cleaner's full scan removes it as an orphan.
    */
-  private async putMember(hash: string, member: Buffer, signal?: AbortSignal): Promise<{ storedSize: number; written: boolean }> {
+  private async putMember(result: { hash: string; crc32: number; logicalSize: number; member: Buffer }, signal?: AbortSignal) {
+    const key = mapKey(result.hash);
     try {
-      await this.blobs.put(mapKey(hash), member, { ifNoneMatch: true, signal });
-      return { storedSize: member.length, written: true };
+      await this.blobs.put(key, result.member, { ifNoneMatch: true, signal });
+      return { storedSize: result.member.length, written: true };
     } catch (err) {
       if (!(err instanceof BlobExistsError)) throw err;
     }
-    const existing = await this.blobs.head(mapKey(hash), signal);
-    // Collected between the two calls (an orphan the cleaner took): the commit would refuse it.
-    if (existing === null) throw retryable('the stored copy of this content was collected during the upload');
-    return { storedSize: existing.size, written: false };
+    let existing: Buffer;
+    try {
+      existing = await this.blobs.get(key, signal);
+    } catch (err) {
+      // Collected between the two calls (an orphan the cleaner took): the commit would refuse it.
+      if (err instanceof BlobNotFoundError) throw retryable('the stored copy of this content was collected during the upload');
+      throw err;
+    }
+    const read = readSingleMember(existing, result.logicalSize);
+    if (read === null || read === 'too-large' || read.crc32 !== result.crc32 || read.content.length !== result.logicalSize) {
+      throw retryable(`${key} holds something other than this content (a leftover the cleaner's full scan removes)`);
+    }
+    return { storedSize: existing.length, written: false };
   }
 
   async stat(path: string): Promise<StoredFile | null> {

@@ -145,6 +145,21 @@ describe.each(BACKENDS)('cleaner on $name', ({ blobs, meta }) => {
     expect(await checkConsistency(h.runtime)).toEqual(CONSISTENT);
   });
 
+  it("refuses a small upload over a leftover that is not its member, until the full scan removes it", async () => {
+    const small = Buffer.from(`leftover clash ${uid()}\n`.repeat(50));
+    const wire = gzipSync(small);
+    const key = mapKey(sha256(small));
+    await h.runtime.blobs.put(key, Buffer.from('{"format":"s3dedup-map/1"}')); // an older build's map, its commit lost
+    const upload = () => h.runtime.store.put({ path: `clash-${uid()}`, version: T0, body: Readable.from([wire]), bodyLength: wire.length, gzip: true });
+    await expect(upload()).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+    expect(await h.runtime.meta.hasContent(sha256(small))).toBe(false);
+    await h.runtime.cleaner.run({ fullScan: true });
+    expect(await blobExists(key)).toBe(false);
+    await upload();
+    expect(gunzipSync(await h.runtime.blobs.get(key)).equals(small)).toBe(true);
+    expect(await checkConsistency(h.runtime)).toEqual(CONSISTENT);
+  });
+
   it('keeps garbage younger than the grace period', async () => {
     const data = randomBytes(2 * PIECE);
     const path = `grace-${uid()}`;
