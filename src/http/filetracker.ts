@@ -4,7 +4,7 @@ import { AppError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { FileStore, StoredFile } from '../store/file-store.js';
 import { formatHttpDate, parseRfc2822 } from './dates.js';
-import { rawRequestTarget, requestBody, requestSignal, streamResponse } from './node-io.js';
+import { lazyRequestSignal, rawRequestTarget, requestBody, requestSignal, streamResponse } from './node-io.js';
 import { decodeDirPath, decodeFilePath } from './paths.js';
 import { Readable } from 'node:stream';
 
@@ -89,7 +89,7 @@ export function filetrackerRoutes(store: FileStore, log: Logger): Hono {
       const file = await store.stat(path);
       return file ? new Response(null, { status: 200, headers: fileHeaders(file) }) : c.body(null, 404);
     }
-    const opened = await store.open(path, requestSignal(c));
+    const opened = await store.open(path, lazyRequestSignal(c));
     if (!opened) return c.body(null, 404);
     const { file, body } = opened;
     if (Buffer.isBuffer(body)) return new Response(body as unknown as BodyInit, { status: 200, headers: fileHeaders(file) });

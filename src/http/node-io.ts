@@ -35,11 +35,19 @@ export function requestBody(c: Context): Readable {
 export function requestSignal(c: Context): AbortSignal {
   const { outgoing } = bindings(c);
   if (!outgoing) return c.req.raw.signal;
+  // Made late (lazyRequestSignal): the client may have gone already.
+  if (outgoing.destroyed && !outgoing.writableFinished) return AbortSignal.abort();
   const ac = new AbortController();
   outgoing.once('close', () => {
     if (!outgoing.writableFinished) ac.abort();
   });
   return ac.signal;
+}
+
+/** requestSignal, made on the first call only (and then the same signal each time). */
+export function lazyRequestSignal(c: Context): () => AbortSignal {
+  let signal: AbortSignal | undefined;
+  return () => (signal ??= requestSignal(c));
 }
 
 /** Sends `body` with exactly these headers (including Content-Length), streaming. */
