@@ -189,7 +189,9 @@ export class PackedBlobStore implements BlobStore {
     checkKey(key);
     const signal = options.signal;
     signal?.throwIfAborted();
-    if (options.ifNoneMatch && this.locate(key, 'put') !== undefined) throw new BlobExistsError(key);
+    // A create-only put is decided at its commit (applyPut); looking the key up first as well
+    // was 3.6% of a small PUT in its profile, to save a few dead bytes in the rare case that it
+    // exists (the A/B that followed was within noise: 62.5k/66.5k -> 66.1k/65.8k requests).
     const { pack, offset } = await this.append(key, data);
     // The last point at which a cancelled upload leaves nothing but dead bytes.
     signal?.throwIfAborted();
