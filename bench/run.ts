@@ -64,7 +64,7 @@ const partialRun = quick || opts.tsx || only.size > 0 || skip.size > 0 || rowFil
 
 const S = quick
   ? { connections: [1, 16, 64], durationS: 2, warmupS: 1, getFiles: 200, pool: 65_536, largeMiB: 32, releases: 3, chunkAvgKiB: [64, 128, 256], limitsMiB: 16, limitsRuns: 1, profileS: 3 }
-  : { connections: [1, 16, 64], durationS: 10, warmupS: 3, getFiles: 2000, pool: 196_608, largeMiB: 256, releases: 10, chunkAvgKiB: [64, 128, 256], limitsMiB: 64, limitsRuns: 3, profileS: 10 };
+  : { connections: [1, 16, 64], durationS: 10, warmupS: 3, getFiles: 2000, pool: 262_144, largeMiB: 256, releases: 10, chunkAvgKiB: [64, 128, 256], limitsMiB: 64, limitsRuns: 3, profileS: 10 };
 if (opts.duration) S.durationS = Number(opts.duration);
 
 const FULL_MATRIX: TargetSpec[] = [
