@@ -8,9 +8,10 @@
 // framing: the object at maps/<sha256> is the whole answer to a GET (docs/storage.md).
 //
 // The client's stream is kept only when the body is exactly one gzip member whose trailer
-// matches the content (checked without a second inflate: an exception out of zlib cost 35 us): a body with a second member or bytes after the first is re-encoded,
+// matches the content: a body with a second member or bytes after the first is re-encoded,
 // since some decoders stop at the first member and a GET would hand that on to every client
-// that uploads the same content later.
+// that uploads the same content later. The check needs one inflate (a second one that had to
+// throw cost 35 us: zlib's exceptions are expensive).
 import { constants, crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
 import { GZIP_HEADER, gzipTrailer } from './gzip-member.js';
 import { looksIncompressible } from './segment.js';
