@@ -127,10 +127,12 @@ export class PackedBlobStore implements BlobStore {
     this.packMaxBytes = opts.packMaxBytes ?? 268_435_456;
     this.describe = `${pathToFileURL(this.root).href} (packs)`;
     mkdirSync(this.packDir, { recursive: true });
-    this.db = new BetterSqlite3(join(this.root, PACK_INDEX));
+    const indexPath = join(this.root, PACK_INDEX);
+    const synchronous = this.fsync ? 'FULL' : 'NORMAL';
+    this.db = new BetterSqlite3(indexPath);
     this.db.pragma('journal_mode = WAL');
-    this.db.pragma(`synchronous = ${this.fsync ? 'FULL' : 'NORMAL'}`);
-    this.stopCheckpoints = checkpointInBackground(this.db, join(this.root, PACK_INDEX), this.fsync ? 'FULL' : 'NORMAL');
+    this.db.pragma(`synchronous = ${synchronous}`);
+    this.stopCheckpoints = checkpointInBackground(this.db, indexPath, synchronous);
     // Writers retry asynchronously instead (write()); readers never wait in WAL mode.
     this.db.pragma('busy_timeout = 0');
     this.db.exec(`

@@ -259,6 +259,12 @@ class Fsck {
         });
       }
 
+      // A whole-member content has no blocks; its map blob is its gzip member, of exactly stored_size bytes.
+      const memberSizes = new Map<string, number>();
+      for (const c of page) {
+        if (isWholeMember({ blockCount: n(c.block_count), storedSize: n(c.stored_size) })) memberSizes.set(c.hash, n(c.stored_size));
+      }
+
       for (const c of page) {
         const refCount = n(c.ref_count);
         const files = fileCounts.get(c.hash) ?? 0;
@@ -272,7 +278,7 @@ class Fsck {
           this.found('missingBlockRow', c.hash, `${list.links - list.present} of ${list.links} listed blocks have no blocks row`);
           continue; // the sums below would only repeat that
         }
-        if (isWholeMember({ blockCount, storedSize: n(c.stored_size) })) continue; // no blocks: its map blob is checked below
+        if (memberSizes.has(c.hash)) continue; // no blocks: its member is checked below
         if (list.stored !== n(c.stored_size)) {
           this.found('storedSizeMismatch', c.hash, `stored_size ${n(c.stored_size)}, its blocks store ${list.stored} bytes`);
         }
@@ -283,10 +289,6 @@ class Fsck {
 
       // A content of one block has no map (store/file-store.ts): its block is the whole content.
       const mapped = page.filter((c) => n(c.block_count) !== 1).map((c) => c.hash);
-      // A whole-member content's map blob is its gzip member, of exactly stored_size bytes.
-      const memberSizes = new Map(
-        page.filter((c) => isWholeMember({ blockCount: n(c.block_count), storedSize: n(c.stored_size) })).map((c) => [c.hash, n(c.stored_size)]),
-      );
       await this.headAll(mapped, async (hash, signal) => {
         const info = await this.blobs.head(mapKey(hash), signal);
         if (info === null) this.found('missingMap', mapKey(hash), 'absent from the blob store');

@@ -217,13 +217,15 @@ export class FileStore {
     if (!found) return null;
     const file = withGzipLength(found.file);
     const { blocks } = found;
-    if (isWholeMember(file) && blocks.length === 0) return { file, body: await this.fetchMember(file, signal) };
+    if (isWholeMember(file) && blocks.length === 0) {
+      return { file, body: await this.fetchObject(mapKey(file.contentHash), file.storedSize, this.isCacheable(file), signal) };
+    }
     if (blocks.length !== file.blockCount || gzipMemberLength(blocks.map((b) => b.storedSize)) !== file.gzipLength) {
       throw new AppError('INTERNAL', `metadata of ${file.path} is inconsistent (block list does not match the content record)`);
     }
     if (file.gzipLength <= SMALL_GET_BYTES && blocks.length <= this.options.readAhead) {
       const cacheable = this.isCacheable(file);
-      const segments = await Promise.all(blocks.map((b) => this.fetchSegment(b, cacheable, signal)));
+      const segments = await Promise.all(blocks.map((b) => this.fetchObject(blockKey(b.hash), b.storedSize, cacheable, signal)));
       const body = Buffer.concat([GZIP_HEADER, ...segments, DEFLATE_END, gzipTrailer(file.crc32, file.logicalSize)], file.gzipLength);
       return { file, body };
     }
@@ -276,7 +278,8 @@ export class FileStore {
     let next = 0;
     const cacheable = this.isCacheable(file);
     const fetchNext = () => {
-      const p = this.fetchSegment(blocks[next++], cacheable, signal);
+      const b = blocks[next++];
+      const p = this.fetchObject(blockKey(b.hash), b.storedSize, cacheable, signal);
       p.catch(() => {}); // awaited in order below
       ahead.push(p);
     };
@@ -293,26 +296,19 @@ export class FileStore {
     return file.storedSize <= this.cache.capacity / 8;
   }
 
-  private async fetchMember(file: StoredFile, signal?: SignalSource): Promise<Buffer> {
-    const key = mapKey(file.contentHash); // never a block hash, so it cannot meet a block in the cache
+  /**
+   * One stored object (a block's segment, or a whole member), from the cache when it is there,
+   * its length checked against the metadata. Cached by blob key, so a block and a whole member
+   * of the same hash never meet.
+   */
+  private async fetchObject(key: string, storedSize: number, cacheable: boolean, signal?: SignalSource): Promise<Buffer> {
     const cached = this.cache.get(key);
     if (cached) return cached;
     const data = await this.blobs.get(key, signalOf(signal));
-    if (data.length !== file.storedSize) {
-      throw new AppError('INTERNAL', `${key} has ${data.length} bytes, metadata says ${file.storedSize}`);
+    if (data.length !== storedSize) {
+      throw new AppError('INTERNAL', `${key} has ${data.length} stored bytes, metadata says ${storedSize}`);
     }
-    if (this.isCacheable(file)) this.cache.set(key, data);
-    return data;
-  }
-
-  private async fetchSegment(b: BlockRef, cacheable: boolean, signal?: SignalSource): Promise<Buffer> {
-    const cached = this.cache.get(b.hash);
-    if (cached) return cached;
-    const data = await this.blobs.get(blockKey(b.hash), signalOf(signal));
-    if (data.length !== b.storedSize) {
-      throw new AppError('INTERNAL', `block ${b.hash} has ${data.length} stored bytes, metadata says ${b.storedSize}`);
-    }
-    if (cacheable) this.cache.set(b.hash, data);
+    if (cacheable) this.cache.set(key, data);
     return data;
   }
 }

@@ -91,6 +91,7 @@ function ensureThread(s: CheckpointerSettings): Worker {
  * thread, and sets the backstop on `db`.
  *
  * @param synchronous the database's synchronous setting: the checkpointing connection's decides how its fsyncs go
+ * @param settings the thread's; a thread already running keeps those it was started with
  * @returns a function that stops checkpointing `path` (call it before closing `db`); the thread ends with the last one
  * @example
  * const stop = checkpointInBackground(db, '/data/s3dedup.sqlite', 'NORMAL');
