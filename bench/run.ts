@@ -110,6 +110,7 @@ async function main(): Promise<void> {
   const peers: Record<string, string> = {};
   const small: SmallRow[] = [];
   const smallPeakRss: Record<string, number> = {};
+  const smallPeakPss: Record<string, number> = {};
   const idleRss: Record<string, number> = {};
   const large: LargeRow[] = [];
   const profiles: Array<{ title: string; summary: ProfileSummary }> = [];
@@ -194,7 +195,8 @@ async function main(): Promise<void> {
           if (pool && !spec.largeOnly) {
             const res = await smallFileSeries(t, pool, { connections: S.connections, durationS: S.durationS, warmupS: S.warmupS, getFiles: S.getFiles, log });
             small.push(...res.rows);
-            smallPeakRss[spec.name] = res.peakRssBytes;
+            smallPeakRss[spec.name] = res.peak.rss;
+            if (res.peak.pss !== null) smallPeakPss[spec.name] = res.peak.pss;
           }
           if (cases.length) large.push(...(await largeFileSeries(t, cases, log)));
         } catch (err) {
@@ -290,6 +292,7 @@ async function main(): Promise<void> {
     peers,
     small,
     smallPeakRss,
+    smallPeakPss,
     idleRss,
     large,
     dedup,

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import type { BigRequest, BigResult } from './bigclient.js';
 import type { LargeFile } from './data.js';
 import { watchMemory } from './smallfiles.js';
-import { BENCH_DIR, ROOT } from './sys.js';
+import { BENCH_DIR, ROOT, type MemoryPeak } from './sys.js';
 import type { Target } from './targets.js';
 
 export interface LargeCase {
@@ -28,6 +28,8 @@ export interface LargeRow {
   mbps: number;
   wireBytes: number;
   peakRssBytes: number;
+  /** process-tree targets: peak of the summed PSS (shared pages counted once); null for one process */
+  peakPssBytes: number | null;
   /** s3dedup rows: content read back equals the original; null when not checked */
   verified: boolean | null;
   error?: string;
@@ -60,7 +62,7 @@ export async function largeFileSeries(t: Target, cases: LargeCase[], log: (s: st
     else if (c.body === 'gzip') {
       headers = { ...headers, 'Content-Encoding': 'gzip', 'SHA256-Checksum': c.file.sha256, 'Logical-Size': String(c.file.size) };
     }
-    const row = (op: 'PUT' | 'GET', r: BigResult, peak: number, verified: boolean | null, error?: string): LargeRow => ({
+    const row = (op: 'PUT' | 'GET', r: BigResult, peak: MemoryPeak, verified: boolean | null, error?: string): LargeRow => ({
       target: t.name,
       data: c.data,
       body: c.body,
@@ -69,7 +71,8 @@ export async function largeFileSeries(t: Target, cases: LargeCase[], log: (s: st
       seconds: r.ms / 1000,
       mbps: c.file.size / 1e6 / (r.ms / 1000),
       wireBytes: r.wireBytes,
-      peakRssBytes: peak,
+      peakRssBytes: peak.rss,
+      peakPssBytes: peak.pss,
       verified,
       error,
     });
@@ -79,7 +82,7 @@ export async function largeFileSeries(t: Target, cases: LargeCase[], log: (s: st
     const putPeak = mem.stop();
     const putError = put.status !== 200 ? `status ${put.status} ${put.error ?? ''} ${put.body ?? ''}`.trim() : undefined;
     rows.push(row('PUT', put, putPeak, null, putError));
-    log(`${t.name} large ${c.data}/${c.body} PUT: ${putError ?? `${rows.at(-1)!.mbps.toFixed(0)} MB/s, peak RSS ${(putPeak / 2 ** 20).toFixed(0)} MiB`}`);
+    log(`${t.name} large ${c.data}/${c.body} PUT: ${putError ?? `${rows.at(-1)!.mbps.toFixed(0)} MB/s, peak RSS ${(putPeak.rss / 2 ** 20).toFixed(0)} MiB`}`);
     if (putError || opts.putOnly) continue;
 
     mem = watchMemory(t);
@@ -93,7 +96,7 @@ export async function largeFileSeries(t: Target, cases: LargeCase[], log: (s: st
       if (!verified) getError = `read-back mismatch: ${check.logicalBytes} bytes, sha256 ${check.sha256?.slice(0, 12)} ${check.error ?? ''}`;
     }
     rows.push(row('GET', get, getPeak, verified, getError));
-    log(`${t.name} large ${c.data}/${c.body} GET: ${getError ?? `${rows.at(-1)!.mbps.toFixed(0)} MB/s, peak RSS ${(getPeak / 2 ** 20).toFixed(0)} MiB`}`);
+    log(`${t.name} large ${c.data}/${c.body} GET: ${getError ?? `${rows.at(-1)!.mbps.toFixed(0)} MB/s, peak RSS ${(getPeak.rss / 2 ** 20).toFixed(0)} MiB`}`);
   }
   return rows;
 }

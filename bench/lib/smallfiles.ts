@@ -7,7 +7,7 @@ import { Agent, request } from 'node:http';
 import { join } from 'node:path';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { textLike } from './data.js';
-import { procMemory, resetPeakRss, sampleTreeRss } from './sys.js';
+import { procMemory, resetPeakRss, sampleTreeMemory, type MemoryPeak } from './sys.js';
 import type { Target } from './targets.js';
 import { runWrk, type WrkResult } from './wrk.js';
 
@@ -155,7 +155,7 @@ export interface SmallOptions {
 }
 
 /** PUT then GET at each connection count; returns one row per (op, connections). */
-export async function smallFileSeries(t: Target, pool: Pool, o: SmallOptions): Promise<{ rows: SmallRow[]; peakRssBytes: number }> {
+export async function smallFileSeries(t: Target, pool: Pool, o: SmallOptions): Promise<{ rows: SmallRow[]; peak: MemoryPeak }> {
   const rows: SmallRow[] = [];
   const runId = Date.now().toString(36);
   const auth = t.authHeaders.Authorization ?? '';
@@ -190,7 +190,7 @@ export async function smallFileSeries(t: Target, pool: Pool, o: SmallOptions): P
     o.log(`${t.name} GET c=${c}: ${fmtRow(result)}`);
     rows.push({ target: t.name, op: 'GET', connections: c, result });
   }
-  return { rows, peakRssBytes: memory.stop() };
+  return { rows, peak: memory.stop() };
 }
 
 function fmtRow(r: WrkResult): string {
@@ -198,10 +198,9 @@ function fmtRow(r: WrkResult): string {
 }
 
 /** Peak memory of a target from now until stop(): VmHWM (reset first) or a sampled tree sum. */
-export function watchMemory(t: Target): { stop(): number } {
+export function watchMemory(t: Target): { stop(): MemoryPeak } {
   if (t.memory === 'hwm' && resetPeakRss(t.pid)) {
-    return { stop: () => procMemory(t.pid)?.hwm ?? 0 };
+    return { stop: () => ({ rss: procMemory(t.pid)?.hwm ?? 0, pss: null }) };
   }
-  const sampler = sampleTreeRss(t.pid, 100);
-  return { stop: () => sampler.stop() };
+  return sampleTreeMemory(t.pid, 100);
 }

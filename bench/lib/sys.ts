@@ -184,6 +184,20 @@ export function procMemory(pid: number): { rss: number; hwm: number } | null {
   }
 }
 
+/**
+ * Proportional set size of one process, bytes: its private pages plus its share of the pages it
+ * shares (the node binary's text, libraries), so that PSS summed over a process tree counts each
+ * shared page once where summed RSS counts it once per process.
+ */
+export function procPss(pid: number): number | null {
+  try {
+    const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : null;
+  } catch {
+    return null;
+  }
+}
+
 /** Resets a process's peak RSS (VmHWM) to its current RSS; false when the kernel refuses. */
 export function resetPeakRss(pid: number): boolean {
   try {
@@ -216,16 +230,30 @@ export function processTree(rootPid: number): number[] {
   return out;
 }
 
+/** Peak memory of a server over a run, bytes. */
+export interface MemoryPeak {
+  /** VmHWM of one process, or the peak of the summed RSS of a process tree */
+  rss: number;
+  /** process trees only: the peak of their summed PSS (shared pages counted once) */
+  pss: number | null;
+}
+
 /**
- * Samples the summed RSS of a process tree every `everyMs` until stop(); returns the peak.
- * For multi-process servers (gunicorn workers), where one VmHWM does not tell the whole story.
+ * Samples the summed RSS and the summed PSS of a process tree every `everyMs` until stop();
+ * returns the peaks. For multi-process servers (gunicorn workers, WORKERS > 1), where one
+ * VmHWM does not tell the whole story.
  */
-export function sampleTreeRss(rootPid: number, everyMs = 100): { stop(): number } {
-  let peak = 0;
+export function sampleTreeMemory(rootPid: number, everyMs = 100): { stop(): MemoryPeak } {
+  const peak: MemoryPeak = { rss: 0, pss: 0 };
   const sample = () => {
-    let sum = 0;
-    for (const pid of processTree(rootPid)) sum += procMemory(pid)?.rss ?? 0;
-    peak = Math.max(peak, sum);
+    let rss = 0;
+    let pss = 0;
+    for (const pid of processTree(rootPid)) {
+      rss += procMemory(pid)?.rss ?? 0;
+      pss += procPss(pid) ?? 0;
+    }
+    peak.rss = Math.max(peak.rss, rss);
+    peak.pss = Math.max(peak.pss!, pss);
   };
   sample();
   const timer = setInterval(sample, everyMs);
@@ -233,7 +261,7 @@ export function sampleTreeRss(rootPid: number, everyMs = 100): { stop(): number 
     stop() {
       clearInterval(timer);
       sample();
-      return peak;
+      return { ...peak };
     },
   };
 }
