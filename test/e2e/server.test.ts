@@ -225,6 +225,26 @@ describe('s3dedup server process', () => {
     expect((await download(server.url, path))!.equals(content)).toBe(true);
   });
 
+  it('commits nothing when the client disconnects inside a small body (read whole, without an abort signal)', async () => {
+    const path = `abort-${uid()}/small.txt`;
+    const content = Buffer.from('a small file the client never finishes sending\n'.repeat(80));
+    const req = request(`${server.url}/ft/files/${enc(path)}`, {
+      method: 'PUT',
+      headers: { 'Content-Length': String(content.length), 'Last-Modified': date(T0) },
+      agent: false,
+    });
+    const failed = new Promise<void>((resolve) => req.once('error', () => resolve()));
+    await write(req, content.subarray(0, 1000));
+    await sleep(200);
+    req.destroy();
+    await failed;
+    await sleep(300);
+
+    expect((await send(`${server.url}/ft/files/${enc(path)}`, 'HEAD')).status).toBe(404);
+    expect((await send(`${server.url}/ft/files/${enc(path)}`, 'PUT', { 'Last-Modified': date(T0) }, content)).status).toBe(200);
+    expect((await download(server.url, path))!.equals(content)).toBe(true);
+  });
+
   it('finishes an upload in flight on SIGTERM, refuses new connections, exits 0, and the file survives a restart', async () => {
     const { server: victim, env } = await localServer();
     const exited = exitOf(victim);
