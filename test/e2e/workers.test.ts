@@ -5,6 +5,7 @@ import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { workerExecArgv } from '../../src/cluster.js';
 import { loadConfig } from '../../src/config/config.js';
 import { openRuntime } from '../../src/runtime.js';
 import { date, uid } from '../support/ft.js';
@@ -54,6 +55,12 @@ describe('server with WORKERS=2', () => {
       if (pids.size < 2) await new Promise((r) => setTimeout(r, 50));
     }
     expect([...pids].sort()).toEqual(workerPids(server.child.pid!).sort());
+  });
+
+  it('starts the workers with a small young generation', () => {
+    for (const pid of workerPids(server.child.pid!)) {
+      expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')).toContain('--max-semi-space-size=4');
+    }
   });
 
   it('racing writers on both workers leave the newest version of each path and exact counts', async () => {
@@ -121,4 +128,15 @@ describe('server with WORKERS=2', () => {
       await rt.close();
     }
   }, 60_000);
+});
+
+describe('workerExecArgv', () => {
+  it("adds the workers' semi-space to the primary's flags", () => {
+    expect(workerExecArgv(['--import', 'tsx'])).toEqual(['--import', 'tsx', '--max-semi-space-size=4']);
+  });
+
+  it('leaves a semi-space the operator set, in the flags or in NODE_OPTIONS', () => {
+    expect(workerExecArgv(['--max-semi-space-size=32'])).toEqual(['--max-semi-space-size=32']);
+    expect(workerExecArgv([], '--enable-source-maps --max_semi_space_size=8')).toEqual([]);
+  });
 });
