@@ -139,7 +139,12 @@ export class PackedBlobStore implements BlobStore {
       create table if not exists objects (
         key text primary key, pack integer not null, offset integer not null, size integer not null, mtime integer not null
       ) without rowid;
-      create index if not exists objects_pack on objects (pack);
+      -- By pack and offset, not by pack alone: the rows of one pack then enter this index in the
+      -- order they are appended, at its right edge, so the puts of a batch share its last leaf
+      -- instead of each dirtying a leaf of its own (the keys are hashes). Stores made before
+      -- have objects_pack (pack), replaced here once.
+      create index if not exists objects_pack_offset on objects (pack, offset);
+      drop index if exists objects_pack;
       -- autoincrement: a removed pack's id is never given again, so a read handle another
       -- process still holds on a removed pack can never be taken for a new one.
       create table if not exists packs (

@@ -42,6 +42,33 @@ describe('PackedBlobStore', () => {
     await rm(dir, { recursive: true, force: true });
   });
 
+  it('replaces the by-pack index of an older store with the by-pack-and-offset one, and compacts with it', async () => {
+    const a = await openStore();
+    const blobs = Array.from({ length: 20 }, (_, i) => randomBytes(1000 + i));
+    await Promise.all(blobs.map((b) => a.put(hashKey('blocks', b), b)));
+    await a.close();
+    // As a store made before the change: its index on pack alone.
+    const db = new BetterSqlite3(join(dir, PACK_INDEX));
+    db.exec('drop index objects_pack_offset; create index objects_pack on objects (pack)');
+    db.close();
+
+    const b = await openStore({ packMaxBytes: 4096 });
+    const indexes = () => {
+      const check = new BetterSqlite3(join(dir, PACK_INDEX), { readonly: true });
+      const names = (check.prepare(`select name from sqlite_master where type = 'index' and tbl_name = 'objects' and sql is not null`).all() as Array<{ name: string }>).map((r) => r.name);
+      check.close();
+      return names;
+    };
+    expect(indexes()).toEqual(['objects_pack_offset']);
+    for (const blob of blobs) expect((await b.get(hashKey('blocks', blob))).equals(blob)).toBe(true);
+    // Compaction walks a pack's objects through this index: drop all but one and compact.
+    for (const blob of blobs.slice(1)) await b.delete(hashKey('blocks', blob));
+    await b.put(hashKey('blocks', Buffer.from('x'.repeat(5000))), Buffer.from('x'.repeat(5000))); // seals the old pack
+    const report = await b.compact();
+    expect(report.packsRemoved).toBeGreaterThanOrEqual(1);
+    expect((await b.get(hashKey('blocks', blobs[0]))).equals(blobs[0])).toBe(true);
+  });
+
   it('keeps objects across close and reopen, in one pack file, not a file each', async () => {
     const a = await openStore();
     const blobs = Array.from({ length: 50 }, (_, i) => randomBytes(100 + i * 1000));
