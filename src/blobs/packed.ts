@@ -80,6 +80,14 @@ interface PendingPut {
   reject(err: unknown): void;
 }
 
+/** What the puts of one index transaction change in the packs table, applied once per pack at its end. */
+interface PackChanges {
+  /** pack -> end of its last record */
+  grown: Map<number, number>;
+  /** pack -> change of its live bytes */
+  live: Map<number, number>;
+}
+
 /** The pack this process appends to. */
 interface Writer {
   id: number;
@@ -403,9 +411,10 @@ export class PackedBlobStore implements BlobStore {
       if (this.fsync) for (const pack of new Set(batch.map((b) => b.pack))) await fdatasyncAsync(this.writeFds.get(pack)!);
       await this.write(() => {
         outcomes.length = 0;
-        const grown = new Map<number, number>();
-        for (const p of batch) outcomes.push(this.applyPut(p, grown));
-        for (const [pack, end] of grown) this.s.grow.run(end, pack);
+        const packs: PackChanges = { grown: new Map(), live: new Map() };
+        for (const p of batch) outcomes.push(this.applyPut(p, packs));
+        for (const [pack, end] of packs.grown) this.s.grow.run(end, pack);
+        for (const [pack, delta] of packs.live) if (delta !== 0) this.s.addLive.run(delta, pack);
       });
     } catch (err) {
       const failure = this.translate(err, 'index commit');
@@ -416,26 +425,26 @@ export class PackedBlobStore implements BlobStore {
   }
 
   /** One put's index change, inside the batch transaction; an Error for this put alone, else null. */
-  private applyPut(p: PendingPut, grown: Map<number, number>): Error | null {
-    const end = p.offset + p.size;
-    grown.set(p.pack, Math.max(grown.get(p.pack) ?? 0, end));
+  private applyPut(p: PendingPut, packs: PackChanges): Error | null {
+    packs.grown.set(p.pack, Math.max(packs.grown.get(p.pack) ?? 0, p.offset + p.size));
+    const addLive = (delta: number, pack: number) => packs.live.set(pack, (packs.live.get(pack) ?? 0) + delta);
     if (p.movedFrom) {
       const moved = this.s.move.run(p.pack, p.offset, p.key, p.movedFrom.pack, p.movedFrom.offset).changes === 1;
       if (moved) {
-        this.s.addLive.run(p.size, p.pack);
-        this.s.addLive.run(-p.size, p.movedFrom.pack);
+        addLive(p.size, p.pack);
+        addLive(-p.size, p.movedFrom.pack);
       }
       return null;
     }
     if (this.s.insertNew.run(p.key, p.pack, p.offset, p.size, p.mtime).changes === 1) {
-      this.s.addLive.run(p.size, p.pack);
+      addLive(p.size, p.pack);
       return null;
     }
     if (p.ifNoneMatch) return new BlobExistsError(p.key);
     const old = this.s.locate.get(p.key) as Location;
     this.s.replace.run(p.pack, p.offset, p.size, p.mtime, p.key);
-    this.s.addLive.run(-old.size, old.pack);
-    this.s.addLive.run(p.size, p.pack);
+    addLive(-old.size, old.pack);
+    addLive(p.size, p.pack);
     return null;
   }
 

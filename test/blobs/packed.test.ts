@@ -69,6 +69,22 @@ describe('PackedBlobStore', () => {
     expect((await b.get(hashKey('blocks', blobs[0]))).equals(blobs[0])).toBe(true);
   });
 
+  it('counts live bytes exactly when one batch writes, overwrites and re-overwrites keys', async () => {
+    const s = await openStore();
+    const a = Buffer.alloc(1000, 1);
+    await s.put('blocks/a', a);
+    // One turn of the event loop: these commit in one index transaction.
+    await Promise.all([
+      s.put('blocks/a', Buffer.alloc(300, 2)),
+      s.put('blocks/b', Buffer.alloc(500, 3)),
+      s.put('blocks/a', Buffer.alloc(700, 4)),
+      s.put('blocks/c', Buffer.alloc(900, 5)),
+    ]);
+    await s.delete('blocks/c');
+    expect(s.stats().live).toBe(700 + 500);
+    expect((await s.get('blocks/a')).equals(Buffer.alloc(700, 4))).toBe(true);
+  });
+
   it('keeps objects across close and reopen, in one pack file, not a file each', async () => {
     const a = await openStore();
     const blobs = Array.from({ length: 50 }, (_, i) => randomBytes(100 + i * 1000));
