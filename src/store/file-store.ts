@@ -33,7 +33,7 @@ import { recordLockWait, recordUpload } from '../metrics/metrics.js';
 import { BlockCache } from './block-cache.js';
 import { encodeContentMap } from './content-map.js';
 import { DEFLATE_END, GZIP_HEADER, gzipMemberLength, gzipTrailer } from './gzip-member.js';
-import { ingestBody } from './ingest.js';
+import { ingestBody, readsWhole } from './ingest.js';
 import { isWholeMember, readSingleMember } from './small-member.js';
 import { blockKey, mapKey } from './keys.js';
 
@@ -72,12 +72,13 @@ export interface PutRequest {
   expectedSha256?: string;
   /** uncompressed size the client claims */
   expectedSize?: number;
-  signal?: AbortSignal;
+  signal?: SignalSource;
 }
 
 /**
  * A request's abort signal, or a function that makes it: a GET answered from the block cache
- * never needs one, and making one per request was 5% of a small GET's event loop.
+ * or a PUT whose body is read whole never needs one, and making one per request was 5% of a
+ * small GET's event loop and 3% of a small PUT's.
  */
 export type SignalSource = AbortSignal | (() => AbortSignal);
 
@@ -117,6 +118,10 @@ export class FileStore {
   async put(req: PutRequest): Promise<PutOutcome & { contentHash: string; blocksWritten: number; blocksReused: number }> {
     // Read before any existence check: the commit proves nothing was collected after it.
     const startSeq = await this.meta.gcWatermark();
+    // A body read whole sees a client that leaves as an error of the body itself, and once every
+    // byte has arrived the upload may as well complete: only a streamed body needs the abort
+    // signal, whose making was 3% of a small PUT's profile.
+    const signal = readsWhole(req.bodyLength) ? undefined : signalOf(req.signal);
     const result = await ingestBody(req.body, req.bodyLength, {
       gzip: req.gzip,
       chunker: this.options.chunker,
@@ -124,7 +129,7 @@ export class FileStore {
       compressionLevel: this.options.compressionLevel,
       blobs: this.blobs,
       meta: this.meta,
-      signal: req.signal,
+      signal,
     });
     if (req.expectedSize !== undefined && req.expectedSize !== result.logicalSize) {
       throw new AppError('SIZE_MISMATCH', `Logical-Size says ${req.expectedSize} bytes but the body has ${result.logicalSize}`);
@@ -136,12 +141,12 @@ export class FileStore {
     let storedSize = result.storedSize;
     let storedBytesWritten = result.storedBytesWritten;
     if (mapWritten && result.member) {
-      const put = await this.putMember({ ...result, member: result.member }, req.signal);
+      const put = await this.putMember({ ...result, member: result.member }, signal);
       storedSize = put.storedSize;
       if (put.written) storedBytesWritten += storedSize;
     } else if (mapWritten && needsMap(result.blocks)) {
       await this.blobs.put(mapKey(result.hash), encodeContentMap(result.hash, result.logicalSize, result.crc32, result.blocks), {
-        signal: req.signal,
+        signal,
       });
     }
     const outcome = await this.locked(
@@ -153,7 +158,7 @@ export class FileStore {
           { hash: result.hash, logicalSize: result.logicalSize, storedSize, crc32: result.crc32, blocks: result.blocks },
           { startSeq, mapWritten },
         ),
-      req.signal,
+      signal,
     );
     recordUpload({
       logicalBytes: result.logicalSize,

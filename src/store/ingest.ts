@@ -51,6 +51,12 @@ export interface IngestResult {
 
 /** Bodies up to this many bytes on the wire are read whole and take the buffered path (64 KiB). */
 export const SMALL_BODY_BYTES = 65_536;
+
+/** Whether ingestBody reads a body of this many bytes on the wire whole instead of streaming it. */
+export function readsWhole(bodyLength: number | undefined): bodyLength is number {
+  return bodyLength !== undefined && bodyLength <= SMALL_BODY_BYTES;
+}
+
 /** A gzip body is inflated in pieces this large: each piece is a thread-pool round trip (1 MiB). */
 const GUNZIP_CHUNK = 1_048_576;
 
@@ -100,7 +106,7 @@ class BlockWriter {
  * streams through `ingest`.
  */
 export async function ingestBody(body: Readable, bodyLength: number | undefined, o: IngestOptions): Promise<IngestResult> {
-  if (bodyLength === undefined || bodyLength > SMALL_BODY_BYTES) return ingest(body, o);
+  if (!readsWhole(bodyLength)) return ingest(body, o);
   const raw = await readAll(body, bodyLength, o.signal);
   const maxContent = o.chunker.minSize;
   let small: SmallContent | null = null;
