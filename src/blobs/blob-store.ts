@@ -2,8 +2,8 @@
 // (blobs/s3.ts) and the local-directory store (blobs/local.ts); both pass test/blobs/contract.ts.
 //
 // Keys are '/'-separated ASCII (e.g. `blocks/<sha256>`, `maps/<sha256>`, `s3dedup.json`).
-// Objects are small (a block is at most the chunker's max size, a map a few MB), so every write
-// is a single PUT of a Buffer; nothing here needs multipart.
+// Objects are small (a block is at most the chunker's max size, an extent of blocks or a map a
+// few MB), so every write is a single PUT of a Buffer; nothing here needs multipart.
 //
 // Errors: a missing key is BlobNotFoundError, a failed conditional create is BlobExistsError,
 // anything else is BlobStoreError. Backend-specific errors never leak above this interface.
@@ -36,6 +36,11 @@ export interface BlobStore {
   put(key: string, data: Buffer, options?: PutOptions): Promise<void>;
   /** Reads the whole object. Throws BlobNotFoundError when absent. */
   get(key: string, signal?: AbortSignal): Promise<Buffer>;
+  /**
+   * Reads `length` bytes at `offset` (one ranged request on S3). Throws BlobNotFoundError when
+   * absent and BlobStoreError when the object ends before `offset + length`.
+   */
+  getRange(key: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer>;
   /** Size and time of the object, or null when absent. */
   head(key: string, signal?: AbortSignal): Promise<BlobInfo | null>;
   /** Deletes the object; deleting an absent key is not an error. */

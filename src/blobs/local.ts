@@ -119,6 +119,32 @@ export class LocalBlobStore implements BlobStore {
     }
   }
 
+  async getRange(key: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
+    const path = this.pathOf(key);
+    signal?.throwIfAborted();
+    let data: Buffer;
+    try {
+      const fh = await open(path, 'r');
+      try {
+        data = Buffer.allocUnsafeSlow(length);
+        let got = 0;
+        while (got < length) {
+          const { bytesRead } = await fh.read(data, got, length - got, offset + got);
+          if (bytesRead === 0) break;
+          got += bytesRead;
+        }
+        if (got < length) data = data.subarray(0, got);
+      } finally {
+        await fh.close();
+      }
+    } catch (err) {
+      if (ABSENT.has(errnoCode(err) ?? '')) throw new BlobNotFoundError(key, { cause: err });
+      throw this.translate(err, `get ${key}`, signal);
+    }
+    if (data.length !== length) throw new BlobStoreError(`${this.describe}: ${key} ends inside bytes ${offset}+${length} (got ${data.length})`);
+    return data;
+  }
+
   async head(key: string, signal?: AbortSignal): Promise<BlobInfo | null> {
     const path = this.pathOf(key);
     signal?.throwIfAborted();

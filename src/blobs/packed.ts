@@ -229,6 +229,24 @@ export class PackedBlobStore implements BlobStore {
     }
   }
 
+  async getRange(key: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
+    checkKey(key);
+    signal?.throwIfAborted();
+    for (let attempt = 0; ; attempt++) {
+      const loc = this.locate(key, 'get');
+      if (!loc) throw new BlobNotFoundError(key);
+      if (offset + length > loc.size) {
+        throw new BlobStoreError(`${this.describe}: ${key} ends inside bytes ${offset}+${length} (it has ${loc.size})`);
+      }
+      try {
+        return await this.read({ ...loc, offset: loc.offset + offset, size: length });
+      } catch (err) {
+        if (errnoCode(err) === 'ENOENT' && attempt < 3) continue;
+        throw this.translate(err, `get ${key}`, signal);
+      }
+    }
+  }
+
   async head(key: string, signal?: AbortSignal): Promise<BlobInfo | null> {
     checkKey(key);
     signal?.throwIfAborted();

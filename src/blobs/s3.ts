@@ -132,6 +132,27 @@ export class S3BlobStore implements BlobStore {
     }
   }
 
+  async getRange(key: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
+    if (length === 0) return Buffer.alloc(0);
+    let data: Buffer;
+    try {
+      const out = await this.client.send(
+        new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${offset}-${offset + length - 1}` }),
+        { abortSignal: signal },
+      );
+      const bytes = out.Body ? await out.Body.transformToByteArray() : new Uint8Array(0);
+      data = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    } catch (err) {
+      if (MISSING_KEY.has(errorName(err))) throw new BlobNotFoundError(key, { cause: err });
+      // 416: the range starts at or past the end of the object.
+      throw this.translate(err, `get ${key} bytes ${offset}+${length}`, signal);
+    }
+    if (data.length !== length) {
+      throw new BlobStoreError(`${this.describe}: ${key} ends inside bytes ${offset}+${length} (got ${data.length})`);
+    }
+    return data;
+  }
+
   async head(key: string, signal?: AbortSignal): Promise<BlobInfo | null> {
     try {
       const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }), {

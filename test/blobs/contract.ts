@@ -2,7 +2,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { BlobInfo, BlobStore } from '../../src/blobs/blob-store.js';
-import { BlobExistsError, BlobNotFoundError } from '../../src/errors.js';
+import { BlobExistsError, BlobNotFoundError, BlobStoreError } from '../../src/errors.js';
 
 export interface StoreFixture {
   store: BlobStore;
@@ -89,6 +89,17 @@ export function blobStoreContract(name: string, make: () => Promise<StoreFixture
       await store.put('ow/k', Buffer.from('second'));
       expect((await store.get('ow/k')).toString()).toBe('second');
       expect((await store.head('ow/k'))?.size).toBe(6);
+    });
+
+    it('reads byte ranges, and refuses a range past the end or of a missing key', async () => {
+      const data = randomBytes(300_000);
+      await store.put('range/obj', data);
+      expect((await store.getRange('range/obj', 0, 10)).equals(data.subarray(0, 10))).toBe(true);
+      expect((await store.getRange('range/obj', 123_457, 70_001)).equals(data.subarray(123_457, 193_458))).toBe(true);
+      expect((await store.getRange('range/obj', 299_999, 1)).equals(data.subarray(299_999))).toBe(true);
+      expect((await store.getRange('range/obj', 5, 0)).length).toBe(0);
+      await expect(store.getRange('range/obj', 299_990, 11)).rejects.toBeInstanceOf(BlobStoreError);
+      await expect(store.getRange('range/missing', 0, 1)).rejects.toBeInstanceOf(BlobNotFoundError);
     });
 
     it('reports a missing key as BlobNotFoundError from get and null from head', async () => {

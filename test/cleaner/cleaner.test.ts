@@ -44,6 +44,9 @@ class FaultyBlobs implements BlobStore {
   get(...a: Parameters<BlobStore['get']>) {
     return this.inner.get(...a);
   }
+  getRange(...a: Parameters<BlobStore['getRange']>) {
+    return this.inner.getRange(...a);
+  }
   head(...a: Parameters<BlobStore['head']>) {
     return this.inner.head(...a);
   }
