@@ -72,8 +72,10 @@ const FULL_MATRIX: TargetSpec[] = [
   // One worker process per core (WORKERS=2 on the 2-core machine the targets are set for).
   { name: MAIN_WORKERS, kind: 's3dedup', meta: 'sqlite', blobs: 'local', env: { WORKERS: '2' } },
   { name: MAIN_S3, kind: 's3dedup', meta: 'sqlite', blobs: 's3' },
-  // Tuning experiment: S3 round trips are the bound of large transfers; more blocks in flight.
-  { name: `${MAIN_S3}, READ_AHEAD=32 UPLOAD_CONCURRENCY=32`, kind: 's3dedup', meta: 'sqlite', blobs: 's3', env: { READ_AHEAD: '32', UPLOAD_CONCURRENCY: '32' }, largeOnly: true },
+  // What extents buy on S3: one object (one request) per block, the layout before them.
+  { name: `${MAIN_S3}, EXTENT_BYTES=0`, kind: 's3dedup', meta: 'sqlite', blobs: 's3', env: { EXTENT_BYTES: '0' }, largeOnly: true },
+  // Extents on the local packed store, off by default there.
+  { name: `${MAIN}, EXTENT_BYTES=8388608`, kind: 's3dedup', meta: 'sqlite', blobs: 'local', env: { EXTENT_BYTES: '8388608' }, largeOnly: true },
   { name: 's3dedup postgres+local', kind: 's3dedup', meta: 'postgres', blobs: 'local' },
   { name: 's3dedup postgres+s3', kind: 's3dedup', meta: 'postgres', blobs: 's3' },
   { name: FT, kind: 'filetracker' },

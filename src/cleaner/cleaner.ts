@@ -11,7 +11,7 @@ import type { BlobStore, CompactReport } from '../blobs/blob-store.js';
 import type { Logger } from '../log.js';
 import { GcStore } from '../meta/gc-store.js';
 import type { MetadataStore } from '../meta/metadata-store.js';
-import { BLOCK_PREFIX, MAP_PREFIX } from '../store/keys.js';
+import { BLOCK_PREFIX, EXTENT_PREFIX, MAP_PREFIX } from '../store/keys.js';
 import { Semaphore } from '../util/semaphore.js';
 
 export interface CleanerOptions {
@@ -37,6 +37,8 @@ export interface CleanerReport {
   resumed: number;
   maps: number;
   blocks: number;
+  /** extent objects deleted with their last block */
+  extents: number;
   orphans: number;
   fullScan: boolean;
   /** what the blob store's compaction gave back, for stores that have one */
@@ -69,7 +71,7 @@ export class Cleaner {
     const started = Date.now();
     // Taken afresh per batch: blocks freed by this pass's content deletions age from now.
     const cutoff = () => Date.now() - this.options.graceSeconds * 1000;
-    const report: CleanerReport = { resumed: 0, maps: 0, blocks: 0, orphans: 0, fullScan, durationMs: 0 };
+    const report: CleanerReport = { resumed: 0, maps: 0, blocks: 0, extents: 0, orphans: 0, fullScan, durationMs: 0 };
     const { batchSize } = this.options;
 
     for (;;) {
@@ -86,13 +88,14 @@ export class Cleaner {
       report.maps += keys.length;
     }
     for (;;) {
-      const keys = await this.gc.takeUnreferencedBlocks(cutoff(), batchSize);
+      const { keys, objects } = await this.gc.takeUnreferencedBlocks(cutoff(), batchSize);
       if (keys.length === 0) break;
-      await this.deleteAnnounced(keys);
-      report.blocks += keys.length;
+      await this.deleteAnnounced(keys, objects);
+      report.blocks += keys.filter((k) => k.startsWith(BLOCK_PREFIX)).length;
+      report.extents += keys.filter((k) => k.startsWith(EXTENT_PREFIX)).length;
     }
     if (fullScan) {
-      for (const prefix of [MAP_PREFIX, BLOCK_PREFIX]) report.orphans += await this.sweepOrphans(prefix, cutoff());
+      for (const prefix of [MAP_PREFIX, BLOCK_PREFIX, EXTENT_PREFIX]) report.orphans += await this.sweepOrphans(prefix, cutoff());
     }
     await this.gc.prune(started - this.options.logRetentionSeconds * 1000);
     // The deletions above only dropped index rows in a packed store; this frees their space.
@@ -122,11 +125,14 @@ export class Cleaner {
     return swept;
   }
 
-  /** Deletes announced blobs, then acknowledges them; any failure leaves them announced. */
-  private async deleteAnnounced(keys: string[]): Promise<void> {
+  /**
+   * Deletes announced blobs (`objects`, when only some of the announced keys are objects), then
+   * acknowledges them; any failure leaves them announced.
+   */
+  private async deleteAnnounced(keys: string[], objects: string[] = keys): Promise<void> {
     const sem = new Semaphore(this.options.concurrency);
     const results = await Promise.allSettled(
-      keys.map(async (key) => {
+      objects.map(async (key) => {
         await sem.acquire();
         try {
           await this.blobs.delete(key);

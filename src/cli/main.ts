@@ -102,7 +102,7 @@ async function main(argv: string[]): Promise<number> {
       try {
         const report = await runtime.cleaner.run({ fullScan: values['full-scan'] ?? false });
         process.stdout.write(
-          `cleanup: deleted ${report.maps} maps, ${report.blocks} blocks, ${report.orphans} unknown objects` +
+          `cleanup: deleted ${report.maps} maps, ${report.blocks} blocks, ${report.extents} extents, ${report.orphans} unknown objects` +
             `${report.resumed ? `, finished ${report.resumed} interrupted deletions` : ''} in ${report.durationMs} ms\n`,
         );
         return 0;

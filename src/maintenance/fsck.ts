@@ -6,10 +6,11 @@
 //   block list names the block (once per content); both recounted from scratch;
 // - every content row of other than one block has its map blob and every block row its block blob (HEAD, bounded
 //   concurrency), and a block blob is exactly blocks.stored_size bytes (GET sends that many);
+//   a block kept in an extent lies inside its extent object;
 // - each content's block list is idx 0..block_count-1, names only existing block rows, and its
 //   blocks' stored and uncompressed sizes add up to the content's stored_size and logical_size;
 // - every files row names an existing content, and no block list belongs to a missing content;
-// - objects under blocks/ and maps/ that the metadata does not know (reported, never deleted:
+// - objects under blocks/, maps/ and extents/ that the metadata does not know (reported, never deleted:
 //   the cleaner's full scan removes them once they are older than its grace period).
 // Every table is read in keyset-paginated pages, so memory does not grow with the store.
 //
@@ -24,22 +25,23 @@ import type { BlobStore } from '../blobs/blob-store.js';
 import type { MetadataStore } from '../meta/metadata-store.js';
 import type { Database } from '../meta/schema.js';
 import { isWholeMember } from '../store/small-member.js';
-import { BLOCK_PREFIX, MAP_PREFIX, blockKey, mapKey } from '../store/keys.js';
+import { EXTENT_ID_DIGITS } from '../store/extent.js';
+import { BLOCK_PREFIX, EXTENT_PREFIX, MAP_PREFIX, blockKey, extentKey, mapKey } from '../store/keys.js';
 import { Semaphore } from '../util/semaphore.js';
 
 export const FSCK_PROBLEMS = {
   contentRefCount: 'contents.ref_count differs from the number of files naming the content',
   blockRefCount: 'blocks.ref_count differs from the number of contents naming the block',
   missingMap: 'content row (of other than one block) without its map blob (maps/<hash>)',
-  missingBlock: 'block row without its blob (blocks/<hash>)',
-  blockSizeMismatch: 'block blob size differs from blocks.stored_size',
+  missingBlock: 'block row without its blob (blocks/<hash>, or the extent it names)',
+  blockSizeMismatch: 'block blob size differs from blocks.stored_size (or the block ends past its extent)',
   blockListMismatch: 'block list length or indexes differ from contents.block_count',
   missingBlockRow: 'block list names a block that has no blocks row',
   storedSizeMismatch: "contents.stored_size differs from the sum of its blocks' stored sizes (or from its gzip member's size)",
   logicalSizeMismatch: "contents.logical_size differs from the sum of its blocks' sizes",
   danglingFile: 'files row naming a content that has no contents row',
   orphanBlockList: 'content_blocks rows of a content that has no contents row',
-  unknownObject: 'object under blocks/ or maps/ that the metadata does not know',
+  unknownObject: 'object under blocks/, maps/ or extents/ that the metadata does not know',
 } as const;
 
 export type FsckProblemKind = keyof typeof FSCK_PROBLEMS;
@@ -93,6 +95,7 @@ export interface FsckOptions {
 
 const n = (v: unknown): number => (v === null || v === undefined ? 0 : typeof v === 'number' ? v : Number(v));
 const HEX64 = /^[0-9a-f]{64}$/;
+const EXTENT_ID = new RegExp(`^[0-9a-f]{${EXTENT_ID_DIGITS}}$`);
 
 /**
  * Checks the store and returns what it found; with `repair`, also rewrites wrong reference
@@ -329,7 +332,11 @@ class Fsck {
     this.o.print('fsck: checking blocks');
     let after: string | null = null;
     for (;;) {
-      let q = this.db.selectFrom('blocks').select(['hash', 'ref_count', 'stored_size']).orderBy('hash').limit(this.o.pageSize);
+      let q = this.db
+        .selectFrom('blocks')
+        .select(['hash', 'ref_count', 'stored_size', 'extent', 'extent_offset'])
+        .orderBy('hash')
+        .limit(this.o.pageSize);
       if (after !== null) q = q.where('hash', '>', after);
       const page = await q.execute();
       if (page.length === 0) return;
@@ -346,18 +353,34 @@ class Fsck {
         counted.set(r.block_hash, n(r.n));
       }
       const stored = new Map<string, number>();
+      const inExtents = new Map<string, typeof page>();
       for (const b of page) {
         const refCount = n(b.ref_count);
         const contents = counted.get(b.hash) ?? 0;
         if (refCount !== contents) this.found('blockRefCount', b.hash, `ref_count ${refCount}, named by ${contents} contents`);
         stored.set(b.hash, n(b.stored_size));
+        if (b.extent !== null) inExtents.set(b.extent, [...(inExtents.get(b.extent) ?? []), b]);
       }
 
-      await this.headAll(hashes, async (hash, signal) => {
-        const info = await this.blobs.head(blockKey(hash), signal);
-        if (info === null) this.found('missingBlock', blockKey(hash), 'absent from the blob store');
-        else if (info.size !== stored.get(hash)) {
-          this.found('blockSizeMismatch', blockKey(hash), `blob has ${info.size} bytes, stored_size says ${stored.get(hash)}`);
+      await this.headAll(
+        page.filter((b) => b.extent === null).map((b) => b.hash),
+        async (hash, signal) => {
+          const info = await this.blobs.head(blockKey(hash), signal);
+          if (info === null) this.found('missingBlock', blockKey(hash), 'absent from the blob store');
+          else if (info.size !== stored.get(hash)) {
+            this.found('blockSizeMismatch', blockKey(hash), `blob has ${info.size} bytes, stored_size says ${stored.get(hash)}`);
+          }
+        },
+      );
+      // A block in an extent must lie inside it (the segments' bytes are read only by GET).
+      await this.headAll([...inExtents.keys()], async (extent, signal) => {
+        const info = await this.blobs.head(extentKey(extent), signal);
+        for (const b of inExtents.get(extent)!) {
+          const end = n(b.extent_offset) + n(b.stored_size);
+          if (info === null) this.found('missingBlock', blockKey(b.hash), `its extent ${extentKey(extent)} is absent from the blob store`);
+          else if (end > info.size) {
+            this.found('blockSizeMismatch', blockKey(b.hash), `ends at byte ${end} of ${extentKey(extent)}, which has ${info.size}`);
+          }
         }
       });
 
@@ -371,20 +394,25 @@ class Fsck {
   /** Lists blocks/ and maps/ and looks each page of keys up in the metadata. */
   async checkUnknownObjects(): Promise<void> {
     this.o.print('fsck: listing the blob store');
-    for (const [prefix, table] of [
-      [BLOCK_PREFIX, 'blocks'],
-      [MAP_PREFIX, 'contents'],
-    ] as const) {
+    const lookups = [
+      { prefix: BLOCK_PREFIX, shape: HEX64, what: 'blocks row', known: (ids: string[]) => this.db.selectFrom('blocks').select('hash as id').where('hash', 'in', ids) },
+      { prefix: MAP_PREFIX, shape: HEX64, what: 'contents row', known: (ids: string[]) => this.db.selectFrom('contents').select('hash as id').where('hash', 'in', ids) },
+      {
+        prefix: EXTENT_PREFIX,
+        shape: EXTENT_ID,
+        what: 'block in it',
+        known: (ids: string[]) => this.db.selectFrom('blocks').select('extent as id').distinct().where('extent', 'in', ids),
+      },
+    ];
+    for (const { prefix, shape, what, known: query } of lookups) {
       let batch: string[] = [];
       const flush = async () => {
-        const hashes = batch.map((k) => k.slice(prefix.length)).filter((h) => HEX64.test(h));
-        const known = new Set<string>();
-        if (hashes.length > 0) {
-          for (const r of await this.db.selectFrom(table).select('hash').where('hash', 'in', hashes).execute()) known.add(r.hash);
-        }
+        const ids = batch.map((k) => k.slice(prefix.length)).filter((h) => shape.test(h));
+        const known = new Set<string | null>();
+        if (ids.length > 0) for (const r of await query(ids).execute()) known.add(r.id);
         for (const key of batch) {
-          const hash = key.slice(prefix.length);
-          if (!known.has(hash)) this.found('unknownObject', key, HEX64.test(hash) ? `no ${table} row` : 'not a <sha256> key');
+          const id = key.slice(prefix.length);
+          if (!known.has(id)) this.found('unknownObject', key, shape.test(id) ? `no ${what}` : 'not a key of this store');
         }
         this.scanned.objects += batch.length;
         batch = [];

@@ -16,6 +16,8 @@ export interface FileForReadRow {
   block_size: number | string | null;
   block_stored_size: number | string | null;
   block_crc32: number | string | null;
+  block_extent: string | null;
+  block_extent_offset: number | string | null;
 }
 
 /** PostgreSQL's int8 may arrive as text; SQLite's are numbers. */
@@ -39,7 +41,13 @@ export function fileForRead(rows: readonly FileForReadRow[]): { file: FileWithCo
   const blocks: BlockRef[] = [];
   for (const b of rows) {
     if (b.block_hash === null) continue; // an empty file has no block rows
-    blocks.push({ hash: b.block_hash, size: n(b.block_size), storedSize: n(b.block_stored_size), crc32: n(b.block_crc32) });
+    blocks.push({
+      hash: b.block_hash,
+      size: n(b.block_size),
+      storedSize: n(b.block_stored_size),
+      crc32: n(b.block_crc32),
+      ...(b.block_extent !== null && { extent: b.block_extent, offset: n(b.block_extent_offset) }),
+    });
   }
   return { file, blocks };
 }

@@ -4,7 +4,8 @@
 import { sql, type Transaction } from 'kysely';
 import type { MetadataStore } from './metadata-store.js';
 import type { Database } from './schema.js';
-import { BLOCK_PREFIX, MAP_PREFIX, blockKey, mapKey } from '../store/keys.js';
+import { BLOCK_PREFIX, EXTENT_PREFIX, MAP_PREFIX, blockKey, extentKey, mapKey } from '../store/keys.js';
+import { EXTENT_ID_DIGITS } from '../store/extent.js';
 
 const n = (v: unknown): number => (typeof v === 'number' ? v : Number(v));
 
@@ -64,8 +65,13 @@ export class GcStore {
     });
   }
 
-  /** Removes up to `limit` blocks no content names, unreferenced since before `cutoffMs`; returns their keys. */
-  async takeUnreferencedBlocks(cutoffMs: number, limit: number): Promise<string[]> {
+  /**
+   * Removes up to `limit` blocks no content names, unreferenced since before `cutoffMs`.
+   * Announces their keys, and the extents whose last block this removes; returns what it
+   * announced (`keys`) and the objects to delete (`objects`): a block kept in an extent has no
+   * object of its own, the extent goes with its last block.
+   */
+  async takeUnreferencedBlocks(cutoffMs: number, limit: number): Promise<{ keys: string[]; objects: string[] }> {
     return this.db.transaction().execute(async (tx) => {
       await this.meta.gcBarrier(tx, 'exclusive');
       const candidates = await tx
@@ -79,29 +85,36 @@ export class GcStore {
         .orderBy('hash')
         .limit(limit)
         .execute();
-      if (candidates.length === 0) return [];
+      if (candidates.length === 0) return { keys: [], objects: [] };
       const deleted = await tx
         .deleteFrom('blocks')
         .where('hash', 'in', candidates.map((c) => c.hash))
         .where('ref_count', '=', 0)
-        .returning('hash')
+        .returning(['hash', 'extent'])
         .execute();
-      const keys = deleted.map((r) => blockKey(r.hash));
+      const extents = [...new Set(deleted.flatMap((r) => (r.extent === null ? [] : [r.extent])))];
+      const inUse = await extentsInUse(tx, extents);
+      const freed = extents.filter((e) => !inUse.has(e)).map(extentKey);
+      const keys = [...deleted.map((r) => blockKey(r.hash)), ...freed];
       await announce(tx, keys, Date.now());
-      return keys;
+      return { keys, objects: [...deleted.filter((r) => r.extent === null).map((r) => blockKey(r.hash)), ...freed] };
     });
   }
 
   /**
    * Of these blob keys (found in the bucket), announces and returns those the metadata does not
-   * know: crash leftovers. Keys that are not `blocks/<hex>` or `maps/<hex>` are never taken.
+   * know: crash leftovers. Keys that are not `blocks/<hex>`, `maps/<hex>` or `extents/<hex>`
+   * are never taken.
    */
   async takeOrphans(keys: string[]): Promise<string[]> {
-    const parse = (prefix: string) =>
-      keys.filter((k) => k.startsWith(prefix) && /^[0-9a-f]{64}$/.test(k.slice(prefix.length))).map((k) => k.slice(prefix.length));
-    const blockHashes = parse(BLOCK_PREFIX);
-    const mapHashes = parse(MAP_PREFIX);
-    if (blockHashes.length + mapHashes.length === 0) return [];
+    const parse = (prefix: string, digits: number) =>
+      keys
+        .filter((k) => k.startsWith(prefix) && k.length === prefix.length + digits && /^[0-9a-f]+$/.test(k.slice(prefix.length)))
+        .map((k) => k.slice(prefix.length));
+    const blockHashes = parse(BLOCK_PREFIX, 64);
+    const mapHashes = parse(MAP_PREFIX, 64);
+    const extentIds = parse(EXTENT_PREFIX, EXTENT_ID_DIGITS);
+    if (blockHashes.length + mapHashes.length + extentIds.length === 0) return [];
     return this.db.transaction().execute(async (tx) => {
       await this.meta.gcBarrier(tx, 'exclusive');
       const knownBlocks = blockHashes.length
@@ -110,9 +123,11 @@ export class GcStore {
       const knownMaps = mapHashes.length
         ? new Set((await tx.selectFrom('contents').select('hash').where('hash', 'in', mapHashes).execute()).map((r) => r.hash))
         : new Set<string>();
+      const knownExtents = await extentsInUse(tx, extentIds);
       const orphans = [
         ...blockHashes.filter((h) => !knownBlocks.has(h)).map(blockKey),
         ...mapHashes.filter((h) => !knownMaps.has(h)).map(mapKey),
+        ...extentIds.filter((e) => !knownExtents.has(e)).map(extentKey),
       ];
       await announce(tx, orphans, Date.now());
       return orphans;
@@ -149,6 +164,16 @@ export class GcStore {
       return Number(r.numDeletedRows);
     });
   }
+}
+
+/** Those of `extents` that some block row still names. */
+async function extentsInUse(tx: Transaction<Database>, extents: string[]): Promise<Set<string>> {
+  const inUse = new Set<string>();
+  for (let i = 0; i < extents.length; i += 500) {
+    const rows = await tx.selectFrom('blocks').select('extent').distinct().where('extent', 'in', extents.slice(i, i + 500)).execute();
+    for (const r of rows) if (r.extent !== null) inUse.add(r.extent);
+  }
+  return inUse;
 }
 
 async function announce(tx: Transaction<Database>, keys: string[], now: number): Promise<void> {

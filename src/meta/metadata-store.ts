@@ -10,7 +10,7 @@
 //   revives it for free).
 // Every change of the namespace and its counts happens in one transaction.
 import { sql, type Kysely, type Transaction } from 'kysely';
-import { blockKey, mapKey } from '../store/keys.js';
+import { blobKeysOf } from '../store/keys.js';
 import { isPostgres } from './dialect.js';
 import { fileForRead, n, retryable } from './file-for-read.js';
 import type { Database } from './schema.js';
@@ -25,6 +25,13 @@ export interface BlockRef {
   storedSize: number;
   /** CRC-32 of the uncompressed block */
   crc32: number;
+  /**
+   * The extent holding the segment, and the segment's offset in it (store/extent.ts); absent
+   * or null: the segment is the object `blocks/<hash>`. An upload leaves them out for the
+   * blocks it found stored already (the commit keeps the stored row's place).
+   */
+  extent?: string | null;
+  offset?: number | null;
 }
 
 export interface ContentRecord {
@@ -130,6 +137,8 @@ export class MetadataStore {
         'blocks.size as block_size',
         'blocks.stored_size as block_stored_size',
         'blocks.crc32 as block_crc32',
+        'blocks.extent as block_extent',
+        'blocks.extent_offset as block_extent_offset',
       ])
       .where('files.path', '=', path)
       .orderBy('content_blocks.idx')
@@ -142,11 +151,17 @@ export class MetadataStore {
     const rows = await this.db
       .selectFrom('content_blocks')
       .innerJoin('blocks', 'blocks.hash', 'content_blocks.block_hash')
-      .select(['blocks.hash', 'blocks.size', 'blocks.stored_size', 'blocks.crc32'])
+      .select(['blocks.hash', 'blocks.size', 'blocks.stored_size', 'blocks.crc32', 'blocks.extent', 'blocks.extent_offset'])
       .where('content_blocks.content_hash', '=', contentHash)
       .orderBy('content_blocks.idx')
       .execute();
-    return rows.map((r) => ({ hash: r.hash, size: n(r.size), storedSize: n(r.stored_size), crc32: n(r.crc32) }));
+    return rows.map((r) => ({
+      hash: r.hash,
+      size: n(r.size),
+      storedSize: n(r.stored_size),
+      crc32: n(r.crc32),
+      ...(r.extent !== null && { extent: r.extent, offset: n(r.extent_offset) }),
+    }));
   }
 
   /** Stored sizes of those of `hashes` the store already has. */
@@ -298,7 +313,7 @@ export class MetadataStore {
     if (!guard.mapWritten) throw retryable('the content map was collected during the upload');
     const distinct = new Map<string, BlockRef>();
     for (const b of c.blocks) distinct.set(b.hash, b);
-    await this.assertNotCollected(tx, [mapKey(c.hash), ...[...distinct.keys()].map(blockKey)], guard.startSeq);
+    await this.assertNotCollected(tx, blobKeysOf(c.hash, distinct.values()), guard.startSeq);
 
     const links = c.blocks.map((b, idx) => ({ content_hash: c.hash, idx, block_hash: b.hash }));
     for (let i = 0; i < links.length; i += INSERT_BATCH) {
@@ -307,7 +322,16 @@ export class MetadataStore {
     // One reference per distinct block; sorted so concurrent writers lock rows in one order.
     const rows = [...distinct.values()]
       .sort((a, b) => (a.hash < b.hash ? -1 : a.hash > b.hash ? 1 : 0))
-      .map((b) => ({ hash: b.hash, size: b.size, stored_size: b.storedSize, crc32: b.crc32, ref_count: 1, updated_at: now }));
+      .map((b) => ({
+        hash: b.hash,
+        size: b.size,
+        stored_size: b.storedSize,
+        crc32: b.crc32,
+        ref_count: 1,
+        updated_at: now,
+        extent: b.extent ?? null,
+        extent_offset: b.offset ?? null,
+      }));
     for (let i = 0; i < rows.length; i += INSERT_BATCH) {
       await tx
         .insertInto('blocks')

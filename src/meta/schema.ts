@@ -32,6 +32,10 @@ export interface BlocksTable {
   crc32: number;
   ref_count: number;
   updated_at: number;
+  /** id of the extent object holding the segment; null: the segment is `blocks/<hash>` */
+  extent: string | null;
+  /** offset of the segment in its extent */
+  extent_offset: number | null;
 }
 
 export interface GcLogTable {

@@ -9,13 +9,15 @@ import { DESCRIPTOR_KEY } from './keys.js';
 
 /**
  * Layout 2 added contents stored as one whole gzip member (store/small-member.ts), which a
- * layout-1 build would answer with a 500; such a build refuses a layout-2 store at start.
+ * layout-1 build would answer with a 500; layout 3 added blocks kept in extent objects
+ * (store/extent.ts), which a layout-2 build would not find. An older build refuses a newer
+ * store at start; a newer build upgrades an older store's descriptor (nothing else differs).
  */
-export const LAYOUT = 2;
+export const LAYOUT = 3;
 
 export interface StoreDescriptor {
   format: 's3dedup-ts';
-  layout: 1 | 2;
+  layout: 1 | 2 | 3;
   hash: 'sha256';
   compression: 'deflate-raw-full-flush';
   chunker: { algorithm: 'fastcdc-gear32'; gear: string } & ChunkerParams;
@@ -58,8 +60,8 @@ export async function ensureDescriptor(blobs: BlobStore, chunker: ChunkerParams)
   }
   const problems: string[] = [];
   if (existing.format !== wanted.format) problems.push(`format ${JSON.stringify(existing.format)} (expected ${wanted.format})`);
-  // Layout 1 is layout 2 without whole-member contents: it is upgraded below.
-  if (existing.layout !== wanted.layout && existing.layout !== 1) problems.push(`layout ${existing.layout} (expected ${wanted.layout})`);
+  // Older layouts are this one without its later kinds of objects: they are upgraded below.
+  if (existing.layout !== wanted.layout && existing.layout !== 1 && existing.layout !== 2) problems.push(`layout ${existing.layout} (expected ${wanted.layout})`);
   if (existing.hash !== wanted.hash) problems.push(`hash ${existing.hash}`);
   if (existing.compression !== wanted.compression) problems.push(`compression ${existing.compression}`);
   for (const k of ['algorithm', 'gear', 'minSize', 'avgSize', 'maxSize'] as const) {
@@ -71,7 +73,7 @@ export async function ensureDescriptor(blobs: BlobStore, chunker: ChunkerParams)
     throw new Error(`the store at ${blobs.describe} was created with a different layout: ${problems.join(', ')}; ` +
       'use the chunker settings it records or another bucket/directory');
   }
-  if (existing.layout === 1) {
+  if (existing.layout !== LAYOUT) {
     existing = { ...existing, layout: LAYOUT };
     await blobs.put(DESCRIPTOR_KEY, Buffer.from(JSON.stringify(existing, null, 2) + '\n'));
   }

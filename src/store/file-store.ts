@@ -35,7 +35,7 @@ import { encodeContentMap } from './content-map.js';
 import { DEFLATE_END, GZIP_HEADER, gzipMemberLength, gzipTrailer } from './gzip-member.js';
 import { ingestBody, readsWhole } from './ingest.js';
 import { isWholeMember, readSingleMember } from './small-member.js';
-import { blockKey, mapKey } from './keys.js';
+import { blockKey, extentKey, mapKey } from './keys.js';
 
 export interface FileStoreOptions {
   chunker: ChunkerParams;
@@ -43,6 +43,8 @@ export interface FileStoreOptions {
   uploadConcurrency: number;
   /** Blocks fetched ahead per download. */
   readAhead: number;
+  /** An upload's new blocks go into extent objects of about this many bytes; 0: one object per block. */
+  extentBytes: number;
   /** deflate level for compressible blocks, 1..9 */
   compressionLevel: number;
   /** Longest wait for a path/content lock, ms. */
@@ -54,6 +56,7 @@ export interface FileStoreOptions {
 export const DEFAULT_FILE_STORE_OPTIONS: Omit<FileStoreOptions, 'chunker'> = {
   uploadConcurrency: 8,
   readAhead: 16,
+  extentBytes: 0,
   compressionLevel: 6,
   lockTimeoutMs: 30_000,
   blockCacheBytes: 64 << 20, // 64 MiB
@@ -127,6 +130,7 @@ export class FileStore {
       chunker: this.options.chunker,
       concurrency: this.options.uploadConcurrency,
       compressionLevel: this.options.compressionLevel,
+      extentBytes: this.options.extentBytes,
       blobs: this.blobs,
       meta: this.meta,
       signal,
@@ -230,8 +234,8 @@ export class FileStore {
     }
     if (file.gzipLength <= SMALL_GET_BYTES && blocks.length <= this.options.readAhead) {
       const cacheable = this.isCacheable(file);
-      const segments = await Promise.all(blocks.map((b) => this.fetchObject(blockKey(b.hash), b.storedSize, cacheable, signal)));
-      const body = Buffer.concat([GZIP_HEADER, ...segments, DEFLATE_END, gzipTrailer(file.crc32, file.logicalSize)], file.gzipLength);
+      const runs = await Promise.all(planRuns(blocks).map((run) => this.fetchRun(run, cacheable, signal)));
+      const body = Buffer.concat([GZIP_HEADER, ...runs.flat(), DEFLATE_END, gzipTrailer(file.crc32, file.logicalSize)], file.gzipLength);
       return { file, body };
     }
     const segments = this.readAhead(file, blocks, signalOf(signal));
@@ -277,23 +281,54 @@ export class FileStore {
     yield gzipTrailer(file.crc32, file.logicalSize);
   }
 
-  /** The stored segments in order, at most `readAhead` fetches in flight. */
+  /**
+   * The stored segments in order. Runs are fetched ahead while they hold at most `readAhead`
+   * blocks together, and two runs always, so that a long run of an extent does not wait alone.
+   */
   private async *readAhead(file: StoredFile, blocks: BlockRef[], signal?: AbortSignal): AsyncGenerator<Buffer> {
-    const ahead: Array<Promise<Buffer>> = [];
+    const runs = planRuns(blocks);
+    const ahead: Array<{ segments: Promise<Buffer[]>; blocks: number }> = [];
+    let blocksAhead = 0;
     let next = 0;
     const cacheable = this.isCacheable(file);
-    const fetchNext = () => {
-      const b = blocks[next++];
-      const p = this.fetchObject(blockKey(b.hash), b.storedSize, cacheable, signal);
-      p.catch(() => {}); // awaited in order below
-      ahead.push(p);
+    const fetchMore = () => {
+      while (next < runs.length && (ahead.length < 2 || blocksAhead + runs[next].blocks.length <= this.options.readAhead)) {
+        const run = runs[next++];
+        const segments = this.fetchRun(run, cacheable, signal);
+        segments.catch(() => {}); // awaited in order below
+        ahead.push({ segments, blocks: run.blocks.length });
+        blocksAhead += run.blocks.length;
+      }
     };
-    while (next < blocks.length && ahead.length < this.options.readAhead) fetchNext();
+    fetchMore();
     while (ahead.length > 0) {
-      const data = await ahead.shift()!;
-      if (next < blocks.length) fetchNext();
-      yield data;
+      const head = ahead.shift()!;
+      const segments = await head.segments;
+      blocksAhead -= head.blocks;
+      fetchMore();
+      yield* segments;
     }
+  }
+
+  /**
+   * The segments of one run: a block object, or consecutive segments of one extent read with
+   * one ranged request (none when the cache has them all).
+   */
+  private async fetchRun(run: Run, cacheable: boolean, signal?: SignalSource): Promise<Buffer[]> {
+    if (run.extent === null) return [await this.fetchObject(blockKey(run.blocks[0].hash), run.blocks[0].storedSize, cacheable, signal)];
+    if (cacheable) {
+      const cached = run.blocks.map((b) => this.cached(blockKey(b.hash), b.storedSize));
+      if (cached.every((c) => c !== undefined)) return cached as Buffer[];
+    }
+    const data = await this.blobs.getRange(extentKey(run.extent), run.offset, run.bytes, signalOf(signal));
+    const segments: Buffer[] = [];
+    let at = 0;
+    for (const b of run.blocks) {
+      const segment = data.subarray(at, (at += b.storedSize));
+      if (cacheable) this.cache.set(blockKey(b.hash), segment);
+      segments.push(segment);
+    }
+    return segments;
   }
 
   /** Large files stream past the cache so one big download cannot evict every hot block. */
@@ -307,7 +342,7 @@ export class FileStore {
    * of the same hash never meet.
    */
   private async fetchObject(key: string, storedSize: number, cacheable: boolean, signal?: SignalSource): Promise<Buffer> {
-    const cached = this.cache.get(key);
+    const cached = this.cached(key, storedSize);
     if (cached) return cached;
     const data = await this.blobs.get(key, signalOf(signal));
     if (data.length !== storedSize) {
@@ -316,4 +351,40 @@ export class FileStore {
     if (cacheable) this.cache.set(key, data);
     return data;
   }
+
+  /** A cached segment of the length the metadata says (a block stored anew since may differ). */
+  private cached(key: string, storedSize: number): Buffer | undefined {
+    const data = this.cache.get(key);
+    return data?.length === storedSize ? data : undefined;
+  }
+}
+
+/** Consecutive blocks of a file read with one request: one block object, or a stretch of an extent. */
+interface Run {
+  /** null: the single block's own object */
+  extent: string | null;
+  offset: number;
+  bytes: number;
+  blocks: BlockRef[];
+}
+
+/** Bytes one ranged read may cover (8 MiB): a download holds at most two such runs. */
+const RUN_MAX_BYTES = 8 << 20;
+
+/** Groups a file's blocks, in order, into runs (consecutive segments of one extent, back to back). */
+export function planRuns(blocks: readonly BlockRef[]): Run[] {
+  const runs: Run[] = [];
+  let last: Run | undefined;
+  for (const b of blocks) {
+    const extent = b.extent ?? null;
+    const offset = b.offset ?? 0;
+    if (last && extent !== null && last.extent === extent && last.offset + last.bytes === offset && last.bytes + b.storedSize <= RUN_MAX_BYTES) {
+      last.bytes += b.storedSize;
+      last.blocks.push(b);
+      continue;
+    }
+    last = { extent, offset, bytes: b.storedSize, blocks: [b] };
+    runs.push(last);
+  }
+  return runs;
 }

@@ -14,6 +14,7 @@ import { Semaphore } from '../util/semaphore.js';
 import { createChunkerStream, type ChunkerParams } from './chunker.js';
 import { combineCrcs } from './gzip-member.js';
 import { blockKey } from './keys.js';
+import { ExtentWriter } from './extent.js';
 import { compressSegment } from './segment.js';
 import { deflateSmall, readSingleMember, wholeMember, type SmallContent } from './small-member.js';
 
@@ -24,6 +25,8 @@ export interface IngestOptions {
   concurrency: number;
   /** deflate level for compressible blocks (incompressible ones are stored at level 0). */
   compressionLevel: number;
+  /** New blocks are packed into extent objects of about this many bytes; 0: one object per block. */
+  extentBytes: number;
   blobs: BlobStore;
   meta: MetadataStore;
   signal?: AbortSignal;
@@ -62,27 +65,51 @@ const GUNZIP_CHUNK = 1_048_576;
 
 const sha256hex = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 
+/** Where a block of this upload is stored: its segment's length and, in an extent, its place. */
+type Placed = Pick<BlockRef, 'storedSize' | 'extent' | 'offset'>;
+
 /** Writes the blocks of one upload that the store lacks, remembering what it did. */
 class BlockWriter {
   readonly reused = new Set<string>();
   written = 0;
   storedBytesWritten = 0;
+  /** null: one `blocks/<sha256>` object per block */
+  readonly extents: ExtentWriter | null;
+  /** resolves when the previous store() call has appended (or skipped) its block */
+  private turn: Promise<void> = Promise.resolve();
 
-  constructor(private readonly o: IngestOptions) {}
+  constructor(private readonly o: IngestOptions) {
+    this.extents = o.extentBytes > 0 ? new ExtentWriter(o.blobs, o.extentBytes, o.signal) : null;
+  }
 
-  /** Stored size of the block, writing it first unless the store has it. */
-  async store(hash: string, data: Buffer, crc: number): Promise<number> {
-    const storedSize = (await this.o.meta.findBlocks([hash])).get(hash);
-    if (storedSize !== undefined) {
-      this.reused.add(hash);
-      return storedSize;
+  /**
+   * The block's stored form, writing it first unless the store has it. Calls run concurrently,
+   * but appends to the extent happen in the order of the calls (content order), so that a run
+   * of consecutive blocks is one contiguous range of an extent.
+   */
+  async store(hash: string, data: Buffer, crc: number): Promise<Placed> {
+    const previous = this.turn;
+    let done!: () => void;
+    this.turn = new Promise<void>((r) => (done = r));
+    try {
+      const storedSize = (await this.o.meta.findBlocks([hash])).get(hash);
+      if (storedSize !== undefined) {
+        this.reused.add(hash);
+        return { storedSize };
+      }
+      const segment = await compressSegment(data, this.o.compressionLevel, crc);
+      this.written++;
+      this.storedBytesWritten += segment.data.length;
+      if (!this.extents) {
+        await this.o.blobs.put(blockKey(hash), segment.data, { signal: this.o.signal });
+        return { storedSize: segment.data.length };
+      }
+      await previous;
+      return { storedSize: segment.data.length, ...(await this.extents.append(hash, segment.data)) };
+    } finally {
+      // A block that needed no append still waits for the earlier ones: order is kept.
+      void previous.then(done);
     }
-    const level = this.o.compressionLevel;
-    const segment = await compressSegment(data, level, crc);
-    await this.o.blobs.put(blockKey(hash), segment.data, { signal: this.o.signal });
-    this.written++;
-    this.storedBytesWritten += segment.data.length;
-    return segment.data.length;
   }
 
   result(hash: string, logicalSize: number, blocks: BlockRef[]): IngestResult {
@@ -150,7 +177,7 @@ export async function ingest(body: Readable, o: IngestOptions): Promise<IngestRe
 
   const writer = new BlockWriter(o);
   const blocks: BlockRef[] = [];
-  const started = new Map<string, Promise<number>>();
+  const started = new Map<string, Promise<Placed>>();
   const sem = new Semaphore(o.concurrency);
   let failure: unknown = null;
 
@@ -185,9 +212,15 @@ export async function ingest(body: Readable, o: IngestOptions): Promise<IngestRe
   } catch (err) {
     // Let in-flight writes finish (they are harmless orphans for the cleaner) before reporting.
     await Promise.allSettled(started.values());
+    await writer.extents?.abandon();
     throw classifyIngestError(err, o.signal);
   }
-  for (const b of blocks) b.storedSize = await started.get(b.hash)!;
+  try {
+    await writer.extents?.finish();
+  } catch (err) {
+    throw classifyIngestError(err, o.signal);
+  }
+  for (const b of blocks) Object.assign(b, await started.get(b.hash)!);
   return writer.result(whole.digest('hex'), logicalSize, blocks);
 }
 

@@ -13,7 +13,8 @@ import { pseudoRandom, sha256, uid } from '../support/ft.js';
 import { BACKENDS, makeHarness, type Harness } from '../support/harness.js';
 import { checkConsistency, CONSISTENT } from '../support/recount.js';
 
-const SMALL_CHUNKS = { CHUNK_MIN_SIZE: '4096', CHUNK_AVG_SIZE: '16384', CHUNK_MAX_SIZE: '65536', CLEANER_GRACE_SECONDS: '0' };
+// One object per block (EXTENT_BYTES 0) on every backend: test/cleaner/extents.test.ts covers extents.
+const SMALL_CHUNKS = { CHUNK_MIN_SIZE: '4096', CHUNK_AVG_SIZE: '16384', CHUNK_MAX_SIZE: '65536', CLEANER_GRACE_SECONDS: '0', EXTENT_BYTES: '0' };
 const T0 = 1_700_000_000;
 const PIECE = 96 * 1024;
 

@@ -46,7 +46,7 @@ describe.each(BACKENDS)('fsck on $name', ({ blobs, meta }) => {
   let h: Harness;
   let hashes: { big: string; other: string; small: string };
   beforeAll(async () => {
-    h = await makeHarness(blobs, {}, meta);
+    h = await makeHarness(blobs, { EXTENT_BYTES: '0' }, meta); // one object per block; extents: fsck-extents.test.ts
     hashes = await populate(h);
   });
   afterAll(async () => {

@@ -1,5 +1,5 @@
-// The descriptor's layout: new stores get layout 2, layout-1 stores are upgraded in place
-// (so a layout-1 build refuses them afterwards), an unknown layout stops the start.
+// The descriptor's layout: new stores get layout 3, layout-1 and -2 stores are upgraded in place
+// (so an older build refuses them afterwards), an unknown layout stops the start.
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,22 +23,22 @@ describe('ensureDescriptor layouts', () => {
 
   const stored = async () => JSON.parse((await blobs.get(DESCRIPTOR_KEY)).toString('utf8'));
 
-  it('writes layout 2 on a fresh store', async () => {
-    expect(LAYOUT).toBe(2);
-    expect((await ensureDescriptor(blobs, DEFAULT_CHUNKER)).layout).toBe(2);
-    expect((await stored()).layout).toBe(2);
+  it('writes layout 3 on a fresh store', async () => {
+    expect(LAYOUT).toBe(3);
+    expect((await ensureDescriptor(blobs, DEFAULT_CHUNKER)).layout).toBe(3);
+    expect((await stored()).layout).toBe(3);
   });
 
-  it('upgrades a layout-1 store to 2, keeping the rest of its descriptor', async () => {
-    const old = { ...describeStore(DEFAULT_CHUNKER), layout: 1, createdAt: '2026-11-25T00:00:00.000Z' };
+  it.each([1, 2])('upgrades a layout-%i store to 3, keeping the rest of its descriptor', async (layout) => {
+    const old = { ...describeStore(DEFAULT_CHUNKER), layout, createdAt: '2026-11-25T00:00:00.000Z' };
     await blobs.put(DESCRIPTOR_KEY, Buffer.from(JSON.stringify(old)));
-    expect((await ensureDescriptor(blobs, DEFAULT_CHUNKER)).layout).toBe(2);
-    expect(await stored()).toEqual({ ...old, layout: 2 });
+    expect((await ensureDescriptor(blobs, DEFAULT_CHUNKER)).layout).toBe(3);
+    expect(await stored()).toEqual({ ...old, layout: 3 });
   });
 
   it('refuses a layout it does not know', async () => {
-    await blobs.put(DESCRIPTOR_KEY, Buffer.from(JSON.stringify({ ...describeStore(DEFAULT_CHUNKER), layout: 3 })));
-    await expect(ensureDescriptor(blobs, DEFAULT_CHUNKER)).rejects.toThrow(/layout 3 \(expected 2\)/);
-    expect((await stored()).layout).toBe(3);
+    await blobs.put(DESCRIPTOR_KEY, Buffer.from(JSON.stringify({ ...describeStore(DEFAULT_CHUNKER), layout: 4 })));
+    await expect(ensureDescriptor(blobs, DEFAULT_CHUNKER)).rejects.toThrow(/layout 4 \(expected 3\)/);
+    expect((await stored()).layout).toBe(4);
   });
 });

@@ -23,7 +23,7 @@ describe('ingestBody', () => {
     dir = await mkdtemp(join(tmpdir(), 's3dedup-ingest-'));
     const db = openSqlite(':memory:');
     await migrateToLatest(db);
-    o = { chunker: DEFAULT_CHUNKER, concurrency: 4, compressionLevel: 6, blobs: new LocalBlobStore({ root: dir }), meta: new MetadataStore(db) };
+    o = { chunker: DEFAULT_CHUNKER, concurrency: 4, compressionLevel: 6, extentBytes: 0, blobs: new LocalBlobStore({ root: dir }), meta: new MetadataStore(db) };
   });
   afterAll(async () => {
     await o.meta.close();

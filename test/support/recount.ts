@@ -1,7 +1,7 @@
 // Recomputes every reference count from scratch and checks that every blob the store needs exists:
 // the invariants the cleaner and the upload path must keep.
 import type { Runtime } from '../../src/runtime.js';
-import { blockKey, mapKey } from '../../src/store/keys.js';
+import { blockKey, extentKey, mapKey } from '../../src/store/keys.js';
 
 export interface Inconsistencies {
   contentCounts: string[];
@@ -14,7 +14,7 @@ export async function checkConsistency(rt: Runtime): Promise<Inconsistencies> {
   const files = await db.selectFrom('files').select('content_hash').execute();
   const contents = await db.selectFrom('contents').select(['hash', 'ref_count', 'block_count']).execute();
   const links = await db.selectFrom('content_blocks').select(['content_hash', 'block_hash']).execute();
-  const blocks = await db.selectFrom('blocks').select(['hash', 'ref_count']).execute();
+  const blocks = await db.selectFrom('blocks').select(['hash', 'ref_count', 'stored_size', 'extent', 'extent_offset']).execute();
 
   const contentRefs = new Map<string, number>();
   for (const f of files) contentRefs.set(f.content_hash, (contentRefs.get(f.content_hash) ?? 0) + 1);
@@ -40,7 +40,21 @@ export async function checkConsistency(rt: Runtime): Promise<Inconsistencies> {
   for (const c of contents) {
     if (Number(c.block_count) !== 1 && !(await rt.blobs.head(mapKey(c.hash)))) out.missingBlobs.push(mapKey(c.hash));
   }
-  for (const h of blockRefs.keys()) if (!(await rt.blobs.head(blockKey(h)))) out.missingBlobs.push(blockKey(h));
+  // A block kept in an extent must lie inside that object (src/store/extent.ts).
+  const where = new Map(blocks.map((b) => [b.hash, b]));
+  const extentSizes = new Map<string, number | null>();
+  for (const h of blockRefs.keys()) {
+    const b = where.get(h);
+    if (!b?.extent) {
+      if (!(await rt.blobs.head(blockKey(h)))) out.missingBlobs.push(blockKey(h));
+      continue;
+    }
+    if (!extentSizes.has(b.extent)) extentSizes.set(b.extent, (await rt.blobs.head(extentKey(b.extent)))?.size ?? null);
+    const size = extentSizes.get(b.extent);
+    if (size === null || size === undefined || Number(b.extent_offset) + Number(b.stored_size) > size) {
+      out.missingBlobs.push(`${blockKey(h)} in ${extentKey(b.extent)}`);
+    }
+  }
   return out;
 }
 
