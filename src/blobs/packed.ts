@@ -126,7 +126,7 @@ export class PackedBlobStore implements BlobStore {
   private flushChain: Promise<void> = Promise.resolve();
   private closed = false;
   private compacting: Promise<CompactReport> | null = null;
-  private readonly stopCheckpoints: () => void;
+  private readonly stopCheckpoints: () => Promise<void>;
 
   private constructor(opts: PackedBlobStoreOptions) {
     this.root = resolve(opts.root);
@@ -171,7 +171,7 @@ export class PackedBlobStore implements BlobStore {
         }
       });
     } catch (err) {
-      store.stopCheckpoints();
+      void store.stopCheckpoints();
       store.db.close();
       throw store.translate(err, 'open');
     }
@@ -337,7 +337,7 @@ export class PackedBlobStore implements BlobStore {
     }
     for (const fd of this.readers.values()) closeSync(fd);
     this.readers.clear();
-    this.stopCheckpoints();
+    await this.stopCheckpoints();
     this.db.close();
   }
 

@@ -14,7 +14,7 @@ import { blobKeysOf } from '../store/keys.js';
 import { isPostgres } from './dialect.js';
 import { fileForRead, n, retryable } from './file-for-read.js';
 import type { Database } from './schema.js';
-import { rawSqlite } from './sqlite.js';
+import { rawSqlite, sqliteFilesReleased } from './sqlite.js';
 import { SqliteHotPath } from './sqlite-hot-path.js';
 
 export interface BlockRef {
@@ -283,6 +283,7 @@ export class MetadataStore {
 
   async close(): Promise<void> {
     await this.db.destroy();
+    await sqliteFilesReleased(this.db);
   }
 
   private async addContentRef(tx: Transaction<Database>, c: ContentRecord, guard: CommitGuard, now: number): Promise<void> {

@@ -58,8 +58,22 @@ export function openSqlite(path: string): Kysely<Database> {
   sqlite.pragma('journal_mode = WAL');
   sqlite.pragma('synchronous = NORMAL');
   sqlite.pragma(`busy_timeout = ${BUSY_TIMEOUT_MS}`);
-  const stopCheckpoints = path === ':memory:' ? () => {} : checkpointInBackground(sqlite, path, 'NORMAL');
-  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: cachingDatabase(sqlite, stopCheckpoints) }) });
+  const stopCheckpoints = path === ':memory:' ? async () => {} : checkpointInBackground(sqlite, path, 'NORMAL');
+  let stopped: Promise<void> = Promise.resolve();
+  const database = cachingDatabase(sqlite, () => (stopped = stopCheckpoints()));
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database }) });
   rawConnections.set(db, sqlite);
+  // Kysely's destroy() does not wait for what close() starts: MetadataStore.close() awaits this.
+  checkpointsStopped.set(db, () => stopped);
   return db;
+}
+
+const checkpointsStopped = new WeakMap<Kysely<Database>, () => Promise<void>>();
+
+/**
+ * Resolves once the background checkpointer has let go of the files of `db` (after
+ * `db.destroy()`), so that they may be deleted; at once for any other Kysely.
+ */
+export function sqliteFilesReleased(db: Kysely<Database>): Promise<void> {
+  return checkpointsStopped.get(db)?.() ?? Promise.resolve();
 }

@@ -49,9 +49,13 @@ parentPort.on('message', (m) => {
       db.pragma('synchronous = ' + m.synchronous);
       dbs.set(m.path, { db, refs: 1 });
     } catch (err) { report(m.path, err); }
-  } else if (m.op === 'remove' && entry && --entry.refs === 0) {
-    dbs.delete(m.path);
-    try { entry.db.close(); } catch (err) { report(m.path, err); }
+  } else if (m.op === 'remove') {
+    if (entry && --entry.refs === 0) {
+      dbs.delete(m.path);
+      try { entry.db.close(); } catch (err) { report(m.path, err); }
+    }
+    // Acknowledged once this thread no longer has the file open, so the caller may delete it.
+    parentPort.postMessage({ removed: m.id });
     if (dbs.size === 0) process.exit(0);
   }
 });
@@ -69,18 +73,24 @@ setInterval(() => {
 
 let thread: Worker | null = null;
 let registered = 0;
+let nextRemoval = 0;
+/** Removals posted and not yet acknowledged, by id: resolved by the ack or by the thread's exit. */
+const removals = new Map<number, () => void>();
 
 function ensureThread(s: CheckpointerSettings): Worker {
   if (thread) return thread;
   const driver = createRequire(import.meta.url).resolve('better-sqlite3');
   const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { driver, intervalMs: s.intervalMs, restartFrames: s.restartFrames } });
   w.unref(); // never keeps the process alive
-  w.on('message', (m: { error?: { path: string; code?: string; message: string } }) => {
+  w.on('message', (m: { error?: { path: string; code?: string; message: string }; removed?: number }) => {
     if (m.error) moduleLogger('sqlite.checkpoint').warn(m.error, 'background WAL checkpoint failed; the backstop checkpoint on commit still runs');
+    if (m.removed !== undefined) settleRemoval(m.removed);
   });
   w.on('error', (err) => moduleLogger('sqlite.checkpoint').error({ err }, 'WAL checkpoint thread died'));
   w.on('exit', () => {
     if (thread === w) thread = null;
+    // A thread that has exited holds no file open; ids are per process, so settle them all.
+    for (const id of [...removals.keys()]) settleRemoval(id);
   });
   thread = w;
   return w;
@@ -92,29 +102,37 @@ function ensureThread(s: CheckpointerSettings): Worker {
  *
  * @param synchronous the database's synchronous setting: the checkpointing connection's decides how its fsyncs go
  * @param settings the thread's; a thread already running keeps those it was started with
- * @returns a function that stops checkpointing `path` (call it before closing `db`); the thread ends with the last one
+ * @returns a function that stops checkpointing `path` (call it before closing `db`); the thread ends with the last one.
+ *   Its promise resolves once the thread has closed its connection, so the files may be removed.
  * @example
  * const stop = checkpointInBackground(db, '/data/s3dedup.sqlite', 'NORMAL');
- * // ... at shutdown: stop(); db.close();
+ * // ... at shutdown: await stop(); db.close();
  */
 export function checkpointInBackground(
   db: BetterSqlite3.Database,
   path: string,
   synchronous: 'NORMAL' | 'FULL',
   settings: CheckpointerSettings = DEFAULT_CHECKPOINTER,
-): () => void {
+): () => Promise<void> {
   db.pragma(`wal_autocheckpoint = ${settings.backstopPages}`);
   const w = ensureThread(settings);
   w.postMessage({ op: 'add', path, synchronous });
   registered++;
-  let stopped = false;
+  let stopped: Promise<void> | null = null;
   return () => {
-    if (stopped) return;
-    stopped = true;
+    if (stopped) return stopped;
     registered--;
-    w.postMessage({ op: 'remove', path });
+    const id = nextRemoval++;
+    stopped = new Promise<void>((resolve) => removals.set(id, resolve));
+    w.postMessage({ op: 'remove', path, id });
     if (registered === 0 && thread === w) thread = null; // the thread exits once it has closed the last one
+    return stopped;
   };
+}
+
+function settleRemoval(id: number): void {
+  removals.get(id)?.();
+  removals.delete(id);
 }
 
 /** Whether a checkpoint thread is running (for tests). */

@@ -93,4 +93,22 @@ describe('checkpointInBackground', () => {
     stopC();
     c.db.close();
   });
+
+  it('lets go of the files by the time stop() resolves, so the directory can be removed at once', async () => {
+    // Before stop() waited for the thread, its connection could still open or close the
+    // database after a store's close() resolved, leaving -wal/-shm files in a removed directory.
+    for (let i = 0; i < 30; i++) {
+      const d = openDb();
+      const stop = checkpointInBackground(d.db, d.path, 'NORMAL', FAST);
+      d.db.prepare('insert into t (k, v) values (?, ?)').run(String(i), Buffer.alloc(10));
+      const stopped = stop();
+      expect(stop()).toBe(stopped); // a second call gives the same wait
+      await stopped;
+      d.db.close();
+      const dir = dirs.pop()!;
+      rmSync(dir, { recursive: true });
+      await new Promise((r) => setTimeout(r, 2 * FAST.intervalMs));
+      expect(() => statSync(dir)).toThrow(/ENOENT/);
+    }
+  });
 });
