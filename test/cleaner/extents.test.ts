@@ -12,6 +12,7 @@ import { gunzipSync } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Cleaner, DEFAULT_CLEANER_OPTIONS } from '../../src/cleaner/cleaner.js';
 import { AppError } from '../../src/errors.js';
+import type { BlockRef } from '../../src/meta/metadata-store.js';
 import { moduleLogger } from '../../src/log.js';
 import { readExtentTrailer } from '../../src/store/extent.js';
 import { blockKey, extentKey } from '../../src/store/keys.js';
@@ -62,6 +63,14 @@ async function extentsOf(h: Harness, contentHash: string): Promise<string[]> {
 }
 
 const sorted = (ids: Iterable<string>) => [...ids].map(extentKey).sort();
+
+/** A cut near the middle of `blocks` between two blocks of one extent: k blocks (prefix bytes) before it. */
+function cutInsideExtent(blocks: BlockRef[]): { k: number; split: string; prefix: number } {
+  let k = Math.floor(blocks.length / 2);
+  while (k < blocks.length - 1 && blocks[k - 1].extent !== blocks[k].extent) k++;
+  expect(blocks[k - 1].extent).toBe(blocks[k].extent);
+  return { k, split: blocks[k].extent!, prefix: blocks.slice(0, k).reduce((s, x) => s + x.size, 0) };
+}
 
 describe.each(BACKENDS)('cleaner with extents on $name', ({ blobs, meta }) => {
   let h: Harness;
@@ -152,11 +161,7 @@ describe.each(BACKENDS)('cleaner with extents on $name', ({ blobs, meta }) => {
     await putFile(h, aPath, a);
     const aBlocks = await h.runtime.meta.getContentBlocks(sha256(a));
     // Cut B's shared prefix between two blocks of one extent, so that extent ends up partly dead.
-    let k = Math.floor(aBlocks.length / 2);
-    while (k < aBlocks.length - 1 && aBlocks[k - 1].extent !== aBlocks[k].extent) k++;
-    expect(aBlocks[k - 1].extent).toBe(aBlocks[k].extent);
-    const split = aBlocks[k].extent!;
-    const prefix = aBlocks.slice(0, k).reduce((s, x) => s + x.size, 0);
+    const { k, split, prefix } = cutInsideExtent(aBlocks);
     const b = Buffer.concat([a.subarray(0, prefix), randomBytes(300 * KiB)]);
     const bPath = `b-${uid()}`;
     await putFile(h, bPath, b);
@@ -211,11 +216,8 @@ describe.each(BACKENDS)('cleaner with extents on $name', ({ blobs, meta }) => {
     const aPath = `a-${uid()}`;
     await putFile(h, aPath, a);
     const aBlocks = await h.runtime.meta.getContentBlocks(sha256(a));
-    let k = Math.floor(aBlocks.length / 2);
-    while (k < aBlocks.length - 1 && aBlocks[k - 1].extent !== aBlocks[k].extent) k++;
-    expect(aBlocks[k - 1].extent).toBe(aBlocks[k].extent);
-    const split = aBlocks[k].extent!;
-    const prefix = aBlocks.slice(0, k).reduce((s, x) => s + x.size, 0);
+    // Cut B's shared prefix between two blocks of one extent, so that extent ends up partly dead.
+    const { k, split, prefix } = cutInsideExtent(aBlocks);
     // B keeps A's first k blocks, and so the split extent, alive.
     const bPath = `b-${uid()}`;
     const b = Buffer.concat([a.subarray(0, prefix), randomBytes(100 * KiB)]);
