@@ -311,14 +311,19 @@ export class FileStore {
   }
 
   /**
-   * The segments of one run: a block object, or consecutive segments of one extent read with
-   * one ranged request (none when the cache has them all).
+   * The bytes of one run, in order: a block object, or consecutive segments of one extent read
+   * with one ranged request (none when the cache has them all). Split into its segments when
+   * they are cached, else in whatever pieces the blob store gives.
    */
   private async fetchRun(run: Run, cacheable: boolean, signal?: SignalSource): Promise<Buffer[]> {
     if (run.extent === null) return [await this.fetchObject(blockKey(run.blocks[0].hash), run.blocks[0].storedSize, cacheable, signal)];
     if (cacheable) {
       const cached = run.blocks.map((b) => this.cached(blockKey(b.hash), b.storedSize));
       if (cached.every((c) => c !== undefined)) return cached as Buffer[];
+    }
+    if (!cacheable && this.blobs.getRangePieces) {
+      // Sent on as they came: nothing needs the segments apart (getRangePieces checks the length).
+      return this.blobs.getRangePieces(extentKey(run.extent), run.offset, run.bytes, signalOf(signal));
     }
     const data = await this.blobs.getRange(extentKey(run.extent), run.offset, run.bytes, signalOf(signal));
     const segments: Buffer[] = [];

@@ -100,6 +100,12 @@ export function blobStoreContract(name: string, make: () => Promise<StoreFixture
       expect((await store.getRange('range/obj', 5, 0)).length).toBe(0);
       await expect(store.getRange('range/obj', 299_990, 11)).rejects.toBeInstanceOf(BlobStoreError);
       await expect(store.getRange('range/missing', 0, 1)).rejects.toBeInstanceOf(BlobNotFoundError);
+      if (store.getRangePieces) {
+        expect(Buffer.concat(await store.getRangePieces('range/obj', 1000, 250_000)).equals(data.subarray(1000, 251_000))).toBe(true);
+        expect(await store.getRangePieces('range/obj', 7, 0)).toEqual([]);
+        await expect(store.getRangePieces('range/obj', 299_990, 11)).rejects.toBeInstanceOf(BlobStoreError);
+        await expect(store.getRangePieces('range/missing', 0, 1)).rejects.toBeInstanceOf(BlobNotFoundError);
+      }
     });
 
     it('reports a missing key as BlobNotFoundError from get and null from head', async () => {

@@ -1,7 +1,7 @@
 // A server killed with SIGKILL in the middle of many uploads, on the embedded default (SQLite and
-// the packed local store): after a restart every upload that was answered 200 reads back whole,
-// the counts match a recount, every referenced blob is there, and the dead process's pack is
-// sealed so compaction can reclaim it.
+// the packed local store), with one object per block and with extents: after a restart every
+// upload that was answered 200 reads back whole, the counts match a recount, every referenced
+// blob is there, and the dead process's pack is sealed so compaction can reclaim it.
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import BetterSqlite3 from 'better-sqlite3';
@@ -15,14 +15,17 @@ import { startServerProcess } from '../support/server-process.js';
 
 const T0 = 1_700_000_000;
 
-describe('SIGKILL during uploads (sqlite + packed local store)', () => {
+describe.each([
+  { layout: 'one object per block', EXTENT_BYTES: '0' },
+  { layout: 'extents', EXTENT_BYTES: '1048576' },
+])('SIGKILL during uploads (sqlite + packed local store, $layout)', ({ EXTENT_BYTES }) => {
   const cleanups: Array<() => Promise<unknown>> = [];
   afterAll(async () => {
     for (const c of cleanups.reverse()) await c();
   });
 
   it('leaves every acknowledged file readable and the store consistent after a restart', { timeout: 120_000 }, async () => {
-    const env = await harnessEnv('local', { BLOB_STORE: 'local', CLEANER_ENABLED: 'false' });
+    const env = await harnessEnv('local', { BLOB_STORE: 'local', CLEANER_ENABLED: 'false', EXTENT_BYTES });
     cleanups.push(() => rm(env.DATA_DIR, { recursive: true, force: true }));
     const victim = await startServerProcess(env);
     const run = uid();

@@ -1,12 +1,17 @@
 // Faults of the backends answer 5xx with a reason, never "not found", and store nothing.
-// The faults are injected: an S3 endpoint on a closed port, and a destroyed database handle
-// (neither real service can be told to fail on demand mid-test).
+// The faults are injected: an S3 endpoint on a closed port, a destroyed database handle, and
+// one failing extent PUT (no real service can be told to fail on demand mid-test).
+import { randomBytes } from 'node:crypto';
+import { gunzipSync } from 'node:zlib';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { BlobStore, PutOptions } from '../../src/blobs/blob-store.js';
 import { S3BlobStore } from '../../src/blobs/s3.js';
+import { BlobStoreError } from '../../src/errors.js';
 import { createApp } from '../../src/http/app.js';
 import { moduleLogger } from '../../src/log.js';
 import { FileStore, DEFAULT_FILE_STORE_OPTIONS } from '../../src/store/file-store.js';
 import { DEFAULT_CHUNKER } from '../../src/store/chunker.js';
+import { EXTENT_PREFIX } from '../../src/store/keys.js';
 import { freePort } from '../support/s3.js';
 import { del, put, uid } from '../support/ft.js';
 import { BACKENDS, makeHarness, type Harness } from '../support/harness.js';
@@ -67,3 +72,55 @@ describe.each(BACKENDS.filter((b) => b.blobs === 'local'))('backend faults on $n
     expect((await health.json()).checks.database).toMatch(/^error/);
   });
 });
+
+describe.each(BACKENDS.filter((b) => b.blobs === 's3'))('an extent write failing mid-upload on $name', ({ blobs, meta }) => {
+  let h: Harness | undefined;
+  afterEach(async () => {
+    await h?.close().catch(() => {});
+    h = undefined;
+  });
+
+  it('answers 500, commits nothing, and leaves only unnamed extents that the full scan removes', async () => {
+    h = await makeHarness(blobs, { ...SMALL_EXTENTS, CLEANER_GRACE_SECONDS: '0' }, meta);
+    const real = h.runtime.blobs;
+    // Injected: the second extent PUT of the upload fails (S3 cannot be told to fail one request).
+    let extentPuts = 0;
+    const failing: BlobStore = Object.create(real, {
+      put: {
+        value: async (key: string, data: Buffer, o?: PutOptions) => {
+          if (key.startsWith(EXTENT_PREFIX) && ++extentPuts === 2) throw new BlobStoreError('injected: extent PUT failed');
+          return real.put(key, data, o);
+        },
+      },
+    });
+    const store = new FileStore(h.runtime.meta, failing, h.runtime.locks, h.runtime.config, moduleLogger('store'));
+    const app = createApp({ store, meta: h.runtime.meta, blobs: failing, log: moduleLogger('http') });
+    const tables = ['files', 'contents', 'blocks', 'content_blocks'] as const;
+    const before = await Promise.all(tables.map((t) => h!.count(t)));
+    const data = randomBytes(600 * 1024);
+
+    const res = await put(app, `extent-fault-${uid()}`, data, T0);
+    expect(res.status).toBe(500);
+    expect(extentPuts).toBeGreaterThanOrEqual(2);
+    expect(await Promise.all(tables.map((t) => h!.count(t)))).toEqual(before);
+    const left = await keysUnder(real, EXTENT_PREFIX);
+    expect(left.length).toBeGreaterThanOrEqual(1); // the first extent was written
+
+    const report = await h.runtime.cleaner.run({ fullScan: true });
+    expect(report.orphans).toBe(left.length);
+    expect(await keysUnder(real, EXTENT_PREFIX)).toEqual([]);
+    // The same upload through the real store then succeeds and reads back.
+    const path = `extent-retry-${uid()}`;
+    expect((await put(h.app, path, data, T0)).status).toBe(200);
+    const got = await h.app.request(`/ft/files/${path}`);
+    expect(gunzipSync(Buffer.from(await got.arrayBuffer())).equals(data)).toBe(true);
+  });
+});
+
+const SMALL_EXTENTS = { CHUNK_MIN_SIZE: '4096', CHUNK_AVG_SIZE: '16384', CHUNK_MAX_SIZE: '65536', EXTENT_BYTES: '131072' };
+
+async function keysUnder(blobs: BlobStore, prefix: string): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const info of blobs.list(prefix)) keys.push(info.key);
+  return keys;
+}
