@@ -12,24 +12,14 @@ import { blockKey, mapKey } from '../../src/store/keys.js';
 import { pseudoRandom, sha256, uid } from '../support/ft.js';
 import { BACKENDS, makeHarness, type Harness } from '../support/harness.js';
 import { checkConsistency, CONSISTENT } from '../support/recount.js';
+import { putFile, readFile } from '../support/store-io.js';
 
 // One object per block (EXTENT_BYTES 0) on every backend: test/cleaner/extents.test.ts covers extents.
 const SMALL_CHUNKS = { CHUNK_MIN_SIZE: '4096', CHUNK_AVG_SIZE: '16384', CHUNK_MAX_SIZE: '65536', CLEANER_GRACE_SECONDS: '0', EXTENT_BYTES: '0' };
 const T0 = 1_700_000_000;
 const PIECE = 96 * 1024;
 
-async function putFile(h: Harness, path: string, data: Buffer, version = T0) {
-  return h.runtime.store.put({ path, version, body: Readable.from([data]), gzip: false });
-}
 
-async function readFile(h: Harness, path: string): Promise<Buffer> {
-  const opened = await h.runtime.store.open(path);
-  if (!opened) throw new Error(`${path} is missing`);
-  if (Buffer.isBuffer(opened.body)) return gunzipSync(opened.body);
-  const chunks: Buffer[] = [];
-  for await (const c of opened.body) chunks.push(c as Buffer);
-  return gunzipSync(Buffer.concat(chunks));
-}
 
 /** Fault injection: a real store whose deletes (or lists) fail on demand. No real S3 can be told to do that. */
 class FaultyBlobs implements BlobStore {

@@ -8,7 +8,6 @@
 // One object per block is test/cleaner/cleaner.test.ts.
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { gunzipSync } from 'node:zlib';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Cleaner, DEFAULT_CLEANER_OPTIONS } from '../../src/cleaner/cleaner.js';
 import { AppError } from '../../src/errors.js';
@@ -19,6 +18,7 @@ import { blockKey, extentKey } from '../../src/store/keys.js';
 import { pseudoRandom, sha256, uid } from '../support/ft.js';
 import { BACKENDS, makeHarness, type Harness } from '../support/harness.js';
 import { checkConsistency, CONSISTENT } from '../support/recount.js';
+import { listKeys as listBlobKeys, putFile, readFile } from '../support/store-io.js';
 
 const EXTENT_BYTES = 131_072;
 // No block cache: every read-back below goes to the blob store, so a lost extent cannot hide.
@@ -34,24 +34,8 @@ const T0 = 1_700_000_000;
 const KiB = 1024;
 const TRAILER_ENTRY = 36; // sha256 + u32 length per block (src/store/extent.ts)
 
-async function putFile(h: Harness, path: string, data: Buffer, version = T0) {
-  return h.runtime.store.put({ path, version, body: Readable.from([data]), gzip: false });
-}
 
-async function readFile(h: Harness, path: string): Promise<Buffer> {
-  const opened = await h.runtime.store.open(path);
-  if (!opened) throw new Error(`${path} is missing`);
-  if (Buffer.isBuffer(opened.body)) return gunzipSync(opened.body);
-  const chunks: Buffer[] = [];
-  for await (const c of opened.body) chunks.push(c as Buffer);
-  return gunzipSync(Buffer.concat(chunks));
-}
 
-async function listKeys(h: Harness, prefix: string): Promise<string[]> {
-  const keys: string[] = [];
-  for await (const info of h.runtime.blobs.list(prefix)) keys.push(info.key);
-  return keys.sort();
-}
 
 /** The extent ids a content's blocks name, in order of first use. */
 async function extentsOf(h: Harness, contentHash: string): Promise<string[]> {
@@ -89,8 +73,8 @@ describe.each(BACKENDS)('cleaner with extents on $name', ({ blobs, meta }) => {
     const path = `pack-${uid()}`;
     await putFile(h, path, data);
 
-    expect(await listKeys(h, 'blocks/')).toEqual([]);
-    const listed = await listKeys(h, 'extents/');
+    expect(await listBlobKeys(h.runtime.blobs, 'blocks/')).toEqual([]);
+    const listed = await listBlobKeys(h.runtime.blobs, 'extents/');
     expect(listed.length).toBeGreaterThanOrEqual(3);
     expect(listed.length).toBeLessThanOrEqual(6); // ~600 KiB in extents of at least 128 KiB of segments
 
@@ -133,11 +117,11 @@ describe.each(BACKENDS)('cleaner with extents on $name', ({ blobs, meta }) => {
     const e2 = await extentsOf(h, sha256(v2));
     const v2Blocks = await h.runtime.meta.getContentBlocks(sha256(v2));
     expect(e1.length).toBeGreaterThan(1);
-    expect(await listKeys(h, 'extents/')).toEqual(sorted([...e1, ...e2]));
+    expect(await listBlobKeys(h.runtime.blobs, 'extents/')).toEqual(sorted([...e1, ...e2]));
 
     const overwritten = await h.runtime.cleaner.run();
     expect(overwritten.extents).toBe(e1.length);
-    expect(await listKeys(h, 'extents/')).toEqual(sorted(e2));
+    expect(await listBlobKeys(h.runtime.blobs, 'extents/')).toEqual(sorted(e2));
     expect(await h.count('blocks')).toBe(v2Blocks.length);
     expect((await readFile(h, path)).equals(v2)).toBe(true);
 
@@ -145,8 +129,8 @@ describe.each(BACKENDS)('cleaner with extents on $name', ({ blobs, meta }) => {
     const deleted = await h.runtime.cleaner.run();
     expect(deleted.extents).toBe(e2.length);
     expect(deleted.blocks).toBe(v2Blocks.length);
-    expect(await listKeys(h, 'extents/')).toEqual([]);
-    expect(await listKeys(h, 'blocks/')).toEqual([]);
+    expect(await listBlobKeys(h.runtime.blobs, 'extents/')).toEqual([]);
+    expect(await listBlobKeys(h.runtime.blobs, 'blocks/')).toEqual([]);
     expect(await h.count('blocks')).toBe(0);
     expect(await h.count('contents')).toBe(0);
     // Nothing is left to announce, and a second pass finds nothing.
@@ -186,7 +170,7 @@ describe.each(BACKENDS)('cleaner with extents on $name', ({ blobs, meta }) => {
     for (const e of dead) expect(await exists(extentKey(e)), extentKey(e)).toBe(false);
     for (const e of bExtents) expect(await exists(extentKey(e)), extentKey(e)).toBe(true);
     expect((await h.runtime.blobs.head(extentKey(split)))!.size).toBe(splitSize); // whole, not rewritten
-    expect(await listKeys(h, 'extents/')).toEqual(sorted(bExtents));
+    expect(await listBlobKeys(h.runtime.blobs, 'extents/')).toEqual(sorted(bExtents));
     expect(await h.count('blocks')).toBe(bBlocks.length);
     // The dropped rows were announced by block key, which is what a commit reusing one checks.
     const logged = new Set(
@@ -299,7 +283,7 @@ describe.each(BACKENDS)('cleaner with extents on $name', ({ blobs, meta }) => {
     const full = await h.runtime.cleaner.run({ fullScan: true });
     expect(full.orphans).toBe(1);
     expect(await exists(orphan)).toBe(false);
-    expect(await listKeys(h, 'extents/')).toEqual([...sorted(known), foreign, tooLong, upper].sort());
+    expect(await listBlobKeys(h.runtime.blobs, 'extents/')).toEqual([...sorted(known), foreign, tooLong, upper].sort());
     expect((await readFile(h, path)).equals(keep)).toBe(true);
     expect(await checkConsistency(h.runtime)).toEqual(CONSISTENT);
   });
@@ -370,8 +354,8 @@ describe.each(BACKENDS)('cleaner with extents on $name', ({ blobs, meta }) => {
     // After a full scan at grace 0 the bucket holds exactly the extents some row names.
     const named = await h.runtime.meta.db.selectFrom('blocks').select('extent').distinct().execute();
     expect(named.every((r) => r.extent !== null)).toBe(true);
-    expect(await listKeys(h, 'extents/')).toEqual(sorted(named.map((r) => r.extent!)));
-    expect(await listKeys(h, 'blocks/')).toEqual([]);
+    expect(await listBlobKeys(h.runtime.blobs, 'extents/')).toEqual(sorted(named.map((r) => r.extent!)));
+    expect(await listBlobKeys(h.runtime.blobs, 'blocks/')).toEqual([]);
     console.log(`${meta}/${blobs} extents: ${passes} cleaner passes (${fullScans} full scans), ${retries} uploads retried after a 503`);
   });
 });

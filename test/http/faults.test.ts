@@ -15,6 +15,7 @@ import { EXTENT_PREFIX } from '../../src/store/keys.js';
 import { freePort } from '../support/s3.js';
 import { del, put, uid } from '../support/ft.js';
 import { BACKENDS, makeHarness, type Harness } from '../support/harness.js';
+import { listKeys } from '../support/store-io.js';
 
 const T0 = 1_700_000_000;
 
@@ -103,12 +104,12 @@ describe.each(BACKENDS.filter((b) => b.blobs === 's3'))('an extent write failing
     expect(res.status).toBe(500);
     expect(extentPuts).toBeGreaterThanOrEqual(2);
     expect(await Promise.all(tables.map((t) => h!.count(t)))).toEqual(before);
-    const left = await keysUnder(real, EXTENT_PREFIX);
+    const left = await listKeys(real, EXTENT_PREFIX);
     expect(left.length).toBeGreaterThanOrEqual(1); // the first extent was written
 
     const report = await h.runtime.cleaner.run({ fullScan: true });
     expect(report.orphans).toBe(left.length);
-    expect(await keysUnder(real, EXTENT_PREFIX)).toEqual([]);
+    expect(await listKeys(real, EXTENT_PREFIX)).toEqual([]);
     // The same upload through the real store then succeeds and reads back.
     const path = `extent-retry-${uid()}`;
     expect((await put(h.app, path, data, T0)).status).toBe(200);
@@ -119,8 +120,3 @@ describe.each(BACKENDS.filter((b) => b.blobs === 's3'))('an extent write failing
 
 const SMALL_EXTENTS = { CHUNK_MIN_SIZE: '4096', CHUNK_AVG_SIZE: '16384', CHUNK_MAX_SIZE: '65536', EXTENT_BYTES: '131072' };
 
-async function keysUnder(blobs: BlobStore, prefix: string): Promise<string[]> {
-  const keys: string[] = [];
-  for await (const info of blobs.list(prefix)) keys.push(info.key);
-  return keys;
-}

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FSCK_PROBLEM_KINDS, formatFsckReport, runFsck, type FsckProblemKind, type FsckReport } from '../../src/maintenance/fsck.js';
 import { blockKey, extentKey } from '../../src/store/keys.js';
 import { BACKENDS, makeHarness, type Harness } from '../support/harness.js';
+import { listKeys } from '../support/store-io.js';
 import { checkConsistency, CONSISTENT } from '../support/recount.js';
 import { del, getContent, pseudoRandom, put, sha256, uid } from '../support/ft.js';
 
@@ -51,16 +52,11 @@ describe.each(BACKENDS)('fsck with extents on $name', ({ blobs, meta }) => {
   });
 
   const extentRows = () => h.runtime.meta.db.selectFrom('blocks').select(['hash', 'extent', 'extent_offset', 'stored_size']).execute();
-  async function listKeys(prefix: string): Promise<string[]> {
-    const keys: string[] = [];
-    for await (const info of h.runtime.blobs.list(prefix)) keys.push(info.key);
-    return keys;
-  }
 
   it('finds a store built through the routes clean; every block is checked inside its extent', async () => {
     const rows = await extentRows();
     for (const r of rows) expect(r.extent, r.hash).not.toBeNull();
-    expect(await listKeys('blocks/')).toEqual([]);
+    expect(await listKeys(h.runtime.blobs, 'blocks/')).toEqual([]);
     const extents = new Set(rows.map((r) => r.extent!));
     expect(extents.size).toBeGreaterThan(3);
     // other really reuses blocks kept in big's extents
