@@ -214,33 +214,34 @@ export class PackedBlobStore implements BlobStore {
   }
 
   async get(key: string, signal?: AbortSignal): Promise<Buffer> {
-    checkKey(key);
-    signal?.throwIfAborted();
-    for (let attempt = 0; ; attempt++) {
-      const loc = this.locate(key, 'get');
-      if (!loc) throw new BlobNotFoundError(key);
-      try {
-        return await this.read(loc);
-      } catch (err) {
-        // Compacted away by another process between the lookup and the open: look again.
-        if (errnoCode(err) === 'ENOENT' && attempt < 3) continue;
-        throw this.translate(err, `get ${key}`, signal);
-      }
-    }
+    return this.readObject(key, (loc) => loc, signal);
   }
 
   async getRange(key: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
+    return this.readObject(
+      key,
+      (loc) => {
+        if (offset + length > loc.size) {
+          throw new BlobStoreError(`${this.describe}: ${key} ends inside bytes ${offset}+${length} (it has ${loc.size})`);
+        }
+        return { ...loc, offset: loc.offset + offset, size: length };
+      },
+      signal,
+    );
+  }
+
+  /** Reads the part `part` picks of the object at `key`, looking it up again if its pack went meanwhile. */
+  private async readObject(key: string, part: (loc: Location) => Location, signal?: AbortSignal): Promise<Buffer> {
     checkKey(key);
     signal?.throwIfAborted();
     for (let attempt = 0; ; attempt++) {
       const loc = this.locate(key, 'get');
       if (!loc) throw new BlobNotFoundError(key);
-      if (offset + length > loc.size) {
-        throw new BlobStoreError(`${this.describe}: ${key} ends inside bytes ${offset}+${length} (it has ${loc.size})`);
-      }
+      const wanted = part(loc);
       try {
-        return await this.read({ ...loc, offset: loc.offset + offset, size: length });
+        return await this.read(wanted);
       } catch (err) {
+        // Compacted away by another process between the lookup and the open: look again.
         if (errnoCode(err) === 'ENOENT' && attempt < 3) continue;
         throw this.translate(err, `get ${key}`, signal);
       }

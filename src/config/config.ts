@@ -62,10 +62,10 @@ export class ConfigError extends Error {
 type Env = Record<string, string | undefined>;
 type Json = Record<string, any>;
 
-/** Every environment variable the server reads, with what it sets (for docs and --help). */
 /** EXTENT_BYTES on S3: 32 requests per 256 MiB instead of 2048 at 128 KiB blocks (8 MiB). */
 export const DEFAULT_S3_EXTENT_BYTES = 8 << 20;
 
+/** Every environment variable the server reads, with what it sets (for docs and --help). */
 export const ENV_VARS: Record<string, string> = {
   LOG_LEVEL: 'trace|debug|info|warn|error (info)',
   LOG_JSON: 'true: JSON lines (default); false: same, kept for s3dedup compatibility',

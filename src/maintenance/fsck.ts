@@ -359,7 +359,10 @@ class Fsck {
         const contents = counted.get(b.hash) ?? 0;
         if (refCount !== contents) this.found('blockRefCount', b.hash, `ref_count ${refCount}, named by ${contents} contents`);
         stored.set(b.hash, n(b.stored_size));
-        if (b.extent !== null) inExtents.set(b.extent, [...(inExtents.get(b.extent) ?? []), b]);
+        if (b.extent === null) continue;
+        const sharing = inExtents.get(b.extent);
+        if (sharing) sharing.push(b);
+        else inExtents.set(b.extent, [b]);
       }
 
       await this.headAll(
@@ -391,7 +394,7 @@ class Fsck {
     }
   }
 
-  /** Lists blocks/ and maps/ and looks each page of keys up in the metadata. */
+  /** Lists blocks/, maps/ and extents/ and looks each page of keys up in the metadata. */
   async checkUnknownObjects(): Promise<void> {
     this.o.print('fsck: listing the blob store');
     const lookups = [

@@ -54,7 +54,7 @@ export function readExtentTrailer(object: Buffer): Array<{ hash: string; offset:
 
 /** Hex digits of an extent id (128 random bits). */
 export const EXTENT_ID_DIGITS = 32;
-export const newExtentId = (): string => randomBytes(EXTENT_ID_DIGITS / 2).toString('hex');
+const newExtentId = (): string => randomBytes(EXTENT_ID_DIGITS / 2).toString('hex');
 
 /**
  * Packs one upload's segments into extents. append() is called in content order; an extent is
@@ -69,8 +69,6 @@ export class ExtentWriter {
   private bytes = 0;
   private inFlight: Promise<void> = Promise.resolve();
   private failure: unknown = null;
-  /** extents written (or being written) by this upload */
-  readonly written: string[] = [];
 
   constructor(
     private readonly blobs: BlobStore,
@@ -104,7 +102,6 @@ export class ExtentWriter {
   private async seal(): Promise<void> {
     const body = Buffer.concat([...this.segments, extentTrailer(this.entries)]);
     const key = extentKey(this.id);
-    this.written.push(this.id);
     this.id = newExtentId();
     this.segments = [];
     this.entries = [];
