@@ -80,7 +80,7 @@ export async function openRuntime(config: Config): Promise<Runtime> {
     await blobs.close();
     throw err;
   }
-  const meta = new MetadataStore(db);
+  const meta = new MetadataStore(db, { fileCacheSize: config.fileCacheSize });
   const locks = await openLocks(config);
   if (config.kvstorageType === 'postgres' && config.locksType === 'memory') {
     log.warn('LOCKS_TYPE=memory with PostgreSQL metadata: safe for one instance only; use LOCKS_TYPE=postgres for several');

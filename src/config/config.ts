@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cronProblem } from '../cleaner/scheduler.js';
+import { DEFAULT_FILE_CACHE_SIZE } from '../meta/metadata-store.js';
 import { DEFAULT_CHUNKER, validateChunkerParams } from '../store/chunker.js';
 import type { FileStoreOptions } from '../store/file-store.js';
 
@@ -18,6 +19,8 @@ export interface Config extends FileStoreOptions {
   /** SQLite database file; default `<dataDir>/s3dedup.sqlite` */
   sqlitePath: string;
   sqliteMaxConnections: number;
+  /** SQLite: file lookups kept for repeated GETs, counted as 1 + blocks per file; 0 disables */
+  fileCacheSize: number;
   postgres: { host: string; port: number; user: string; password: string; db: string; maxConnections: number; schema?: string };
   locksType: 'memory' | 'postgres';
   /** 's3' when an S3 endpoint is configured (or BLOB_STORE=s3), else the local directory */
@@ -99,6 +102,7 @@ export const ENV_VARS: Record<string, string> = {
   COMPRESSION_LEVEL: 'deflate level 1..9 (6)', LOCK_TIMEOUT_MS: 'lock wait before 503 (30000)',
   SHUTDOWN_GRACE_MS: 'SIGTERM wait for requests in flight (30000)',
   BLOCK_CACHE_BYTES: 'memory for hot blocks served to repeated GETs (67108864 = 64 MiB; 0 disables)',
+  FILE_CACHE_SIZE: `SQLite: file lookups kept for repeated GETs, 1 + blocks per file (${DEFAULT_FILE_CACHE_SIZE}; 0 disables)`,
 };
 
 /**
@@ -217,6 +221,7 @@ export function loadConfig(options: { configFile?: string; env?: Env } = {}): Co
     compressionLevel: int('COMPRESSION_LEVEL', 6, 1, 9, file.compression_level),
     lockTimeoutMs: int('LOCK_TIMEOUT_MS', 30_000, 1, 3_600_000, file.lock_timeout_ms),
     blockCacheBytes: int('BLOCK_CACHE_BYTES', 64 << 20, 0, 64 * 2 ** 30, file.block_cache_bytes),
+    fileCacheSize: int('FILE_CACHE_SIZE', DEFAULT_FILE_CACHE_SIZE, 0, 2 ** 30, file.file_cache_size),
     shutdownGraceMs: int('SHUTDOWN_GRACE_MS', 30_000, 0, 3_600_000, file.shutdown_grace_ms),
     workers: int('WORKERS', 1, 1, 256, file.workers),
   };

@@ -70,6 +70,9 @@ export interface CommitGuard {
 }
 export type DeleteOutcome = 'deleted' | 'ignored' | 'absent';
 
+/** Files plus their blocks whose GET lookups a SQLite store keeps in memory (some 10 MB). */
+export const DEFAULT_FILE_CACHE_SIZE = 32_768;
+
 /** Rows per multi-row INSERT: well under SQLite's and PostgreSQL's bound-parameter limits. */
 const INSERT_BATCH = 500;
 /** Rows per page when listing. */
@@ -84,13 +87,21 @@ export class MetadataStore {
   /** Prepared statements for the per-request queries when `db` is a SQLite file openSqlite opened. */
   private readonly hot: SqliteHotPath | undefined;
 
-  constructor(readonly db: Kysely<Database>) {
+  /**
+   * @param options.fileCacheSize SQLite only: file lookups kept in memory for repeated GETs,
+   *   counted as 1 + the file's blocks each (DEFAULT_FILE_CACHE_SIZE; 0 disables)
+   */
+  constructor(
+    readonly db: Kysely<Database>,
+    options: { fileCacheSize?: number } = {},
+  ) {
     this.isPostgres = isPostgres(db);
     const raw = rawSqlite(db);
-    this.hot = raw && new SqliteHotPath(raw, db);
+    this.hot = raw && new SqliteHotPath(raw, db, options.fileCacheSize ?? DEFAULT_FILE_CACHE_SIZE);
   }
 
   async getFile(path: string): Promise<FileWithContent | null> {
+    if (this.hot) return this.hot.getFile(path);
     const row = await this.db
       .selectFrom('files')
       .innerJoin('contents', 'contents.hash', 'files.content_hash')

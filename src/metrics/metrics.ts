@@ -24,6 +24,7 @@ export interface Metrics {
   cleanerDeleted: Counter<'kind'>;
   lockWait: Histogram;
   lockTimeouts: Counter;
+  fileCacheLookups: Counter<'result'>;
   blobSpace: Gauge<'kind'>;
   /** where blob_store_bytes is read from on each scrape (watchBlobSpace); none: not reported */
   blobSpaceSource?: SpaceSource;
@@ -103,6 +104,12 @@ export function createMetrics(options: CreateMetricsOptions = {}): Metrics {
     lockTimeouts: new Counter({
       name: 'lock_timeouts_total',
       help: 'Lock acquisitions that gave up after LOCK_TIMEOUT_MS',
+      registers,
+    }),
+    fileCacheLookups: new Counter({
+      name: 'file_cache_lookups_total',
+      help: 'SQLite file lookups of GET and HEAD: hit = answered from memory (FILE_CACHE_SIZE), miss = read from the database',
+      labelNames: ['result'] as const,
       registers,
     }),
     blobSpace: new Gauge({
@@ -187,6 +194,12 @@ export function recordCleanerRun(s: CleanerRunStats, m: Metrics = metrics): void
   m.cleanerDeleted.inc({ kind: 'block' }, nonNegative(s.blocksDeleted ?? 0));
   m.cleanerDeleted.inc({ kind: 'map' }, nonNegative(s.mapsDeleted ?? 0));
   m.cleanerDeleted.inc({ kind: 'orphan' }, nonNegative(s.orphansDeleted ?? 0));
+}
+
+/** Records the file lookups of one batch: how many the cache answered, how many read the database. */
+export function recordFileCacheLookups(hits: number, misses: number, m: Metrics = metrics): void {
+  if (hits > 0) m.fileCacheLookups.inc({ result: 'hit' }, hits);
+  if (misses > 0) m.fileCacheLookups.inc({ result: 'miss' }, misses);
 }
 
 /**

@@ -30,7 +30,7 @@ import type { BlockRef, DeleteOutcome, FileWithContent, MetadataStore, PutOutcom
 import { retryable } from '../meta/file-for-read.js';
 import type { ChunkerParams } from './chunker.js';
 import { recordLockWait, recordUpload } from '../metrics/metrics.js';
-import { BlockCache } from './block-cache.js';
+import { Lru } from '../util/lru.js';
 import { encodeContentMap } from './content-map.js';
 import { DEFLATE_END, GZIP_HEADER, gzipMemberLength, gzipTrailer } from './gzip-member.js';
 import { ingestBody, readsWhole } from './ingest.js';
@@ -105,7 +105,8 @@ function withGzipLength(f: FileWithContent): StoredFile {
 }
 
 export class FileStore {
-  private readonly cache: BlockCache;
+  /** Hot segments by blob key, bounded in bytes: a key names its content, so none goes stale. */
+  private readonly cache: Lru<string, Buffer>;
 
   constructor(
     private readonly meta: MetadataStore,
@@ -114,7 +115,7 @@ export class FileStore {
     private readonly options: FileStoreOptions,
     private readonly log: Logger,
   ) {
-    this.cache = new BlockCache(options.blockCacheBytes);
+    this.cache = new Lru(options.blockCacheBytes);
   }
 
   /** Stores the body under `path` at `version` (ignored when a newer version stands). */
@@ -330,7 +331,7 @@ export class FileStore {
     let at = 0;
     for (const b of run.blocks) {
       const segment = data.subarray(at, (at += b.storedSize));
-      if (cacheable) this.cache.set(blockKey(b.hash), segment);
+      if (cacheable) this.cache.set(blockKey(b.hash), segment, segment.length);
       segments.push(segment);
     }
     return segments;
@@ -353,7 +354,7 @@ export class FileStore {
     if (data.length !== storedSize) {
       throw new AppError('INTERNAL', `${key} has ${data.length} stored bytes, metadata says ${storedSize}`);
     }
-    if (cacheable) this.cache.set(key, data);
+    if (cacheable) this.cache.set(key, data, data.length);
     return data;
   }
 
