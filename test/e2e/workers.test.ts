@@ -85,6 +85,25 @@ describe('server with WORKERS=2', () => {
     }
   });
 
+  it('a file cached by both workers is read at its new version once either worker replaced or deleted it', async () => {
+    const path = `cached-${uid()}`;
+    const url = `${server.url}/ft/files/${path}`;
+    const put = (v: number) => fresh(`${url}?last_modified=${encodeURIComponent(date(T0 + v))}`, { method: 'PUT', body: `version ${v}` });
+    const readOnce = async () => {
+      const res = await fresh(url);
+      return res.status === 200 ? await res.text() : res.status;
+    };
+    const readAll = (n: number) => Promise.all(Array.from({ length: n }, readOnce));
+    expect((await put(1)).status).toBe(200);
+    expect(new Set(await readAll(10))).toEqual(new Set(['version 1'])); // both workers have it cached now
+    for (let v = 2; v <= 4; v++) {
+      expect((await put(v)).status).toBe(200);
+      expect(new Set(await readAll(10))).toEqual(new Set([`version ${v}`]));
+    }
+    expect((await fresh(`${url}?last_modified=${encodeURIComponent(date(T0 + 5))}`, { method: 'DELETE' })).status).toBe(200);
+    expect(new Set(await readAll(10))).toEqual(new Set([404]));
+  });
+
   it('/metrics counts the requests of every worker', async () => {
     const path = `m-${uid()}`;
     expect((await fresh(`${server.url}/ft/files/${path}?last_modified=${encodeURIComponent(date(T0))}`, { method: 'PUT', body: 'x' })).status).toBe(200);
