@@ -25,8 +25,7 @@ import type { BlobStore } from '../blobs/blob-store.js';
 import type { MetadataStore } from '../meta/metadata-store.js';
 import type { Database } from '../meta/schema.js';
 import { isWholeMember } from '../store/small-member.js';
-import { EXTENT_ID_DIGITS } from '../store/extent.js';
-import { BLOCK_PREFIX, EXTENT_PREFIX, MAP_PREFIX, blockKey, extentKey, mapKey } from '../store/keys.js';
+import { BLOCK_PREFIX, EXTENT_PREFIX, MAP_PREFIX, blockKey, extentKey, mapKey, parseKey } from '../store/keys.js';
 import { Semaphore } from '../util/semaphore.js';
 
 export const FSCK_PROBLEMS = {
@@ -94,8 +93,6 @@ export interface FsckOptions {
 }
 
 const n = (v: unknown): number => (v === null || v === undefined ? 0 : typeof v === 'number' ? v : Number(v));
-const HEX64 = /^[0-9a-f]{64}$/;
-const EXTENT_ID = new RegExp(`^[0-9a-f]{${EXTENT_ID_DIGITS}}$`);
 
 /**
  * Checks the store and returns what it found; with `repair`, also rewrites wrong reference
@@ -398,24 +395,25 @@ class Fsck {
   async checkUnknownObjects(): Promise<void> {
     this.o.print('fsck: listing the blob store');
     const lookups = [
-      { prefix: BLOCK_PREFIX, shape: HEX64, what: 'blocks row', known: (ids: string[]) => this.db.selectFrom('blocks').select('hash as id').where('hash', 'in', ids) },
-      { prefix: MAP_PREFIX, shape: HEX64, what: 'contents row', known: (ids: string[]) => this.db.selectFrom('contents').select('hash as id').where('hash', 'in', ids) },
+      { prefix: BLOCK_PREFIX, kind: 'block', what: 'blocks row', known: (ids: string[]) => this.db.selectFrom('blocks').select('hash as id').where('hash', 'in', ids) },
+      { prefix: MAP_PREFIX, kind: 'map', what: 'contents row', known: (ids: string[]) => this.db.selectFrom('contents').select('hash as id').where('hash', 'in', ids) },
       {
         prefix: EXTENT_PREFIX,
-        shape: EXTENT_ID,
+        kind: 'extent',
         what: 'block in it',
         known: (ids: string[]) => this.db.selectFrom('blocks').select('extent as id').distinct().where('extent', 'in', ids),
       },
-    ];
-    for (const { prefix, shape, what, known: query } of lookups) {
+    ] as const;
+    for (const { prefix, kind, what, known: query } of lookups) {
       let batch: string[] = [];
       const flush = async () => {
-        const ids = batch.map((k) => k.slice(prefix.length)).filter((h) => shape.test(h));
+        const parsed = batch.map((key) => ({ key, id: parseKey(key)?.kind === kind ? key.slice(prefix.length) : null }));
+        const ids = parsed.flatMap((p) => (p.id === null ? [] : [p.id]));
         const known = new Set<string | null>();
         if (ids.length > 0) for (const r of await query(ids).execute()) known.add(r.id);
-        for (const key of batch) {
-          const id = key.slice(prefix.length);
-          if (!known.has(id)) this.found('unknownObject', key, shape.test(id) ? `no ${what}` : 'not a key of this store');
+        for (const { key, id } of parsed) {
+          if (id === null) this.found('unknownObject', key, 'not a key of this store');
+          else if (!known.has(id)) this.found('unknownObject', key, `no ${what}`);
         }
         this.scanned.objects += batch.length;
         batch = [];

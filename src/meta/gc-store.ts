@@ -4,8 +4,7 @@
 import { sql, type Transaction } from 'kysely';
 import type { MetadataStore } from './metadata-store.js';
 import type { Database } from './schema.js';
-import { BLOCK_PREFIX, EXTENT_PREFIX, MAP_PREFIX, blockKey, extentKey, mapKey } from '../store/keys.js';
-import { EXTENT_ID_DIGITS } from '../store/extent.js';
+import { blockKey, extentKey, mapKey, parseKey, type KeyKind } from '../store/keys.js';
 
 const n = (v: unknown): number => (typeof v === 'number' ? v : Number(v));
 
@@ -107,13 +106,12 @@ export class GcStore {
    * are never taken.
    */
   async takeOrphans(keys: string[]): Promise<string[]> {
-    const parse = (prefix: string, digits: number) =>
-      keys
-        .filter((k) => k.startsWith(prefix) && k.length === prefix.length + digits && /^[0-9a-f]+$/.test(k.slice(prefix.length)))
-        .map((k) => k.slice(prefix.length));
-    const blockHashes = parse(BLOCK_PREFIX, 64);
-    const mapHashes = parse(MAP_PREFIX, 64);
-    const extentIds = parse(EXTENT_PREFIX, EXTENT_ID_DIGITS);
+    const ids: Record<KeyKind, string[]> = { block: [], map: [], extent: [] };
+    for (const key of keys) {
+      const parsed = parseKey(key);
+      if (parsed) ids[parsed.kind].push(parsed.id);
+    }
+    const { block: blockHashes, map: mapHashes, extent: extentIds } = ids;
     if (blockHashes.length + mapHashes.length + extentIds.length === 0) return [];
     return this.db.transaction().execute(async (tx) => {
       await this.meta.gcBarrier(tx, 'exclusive');

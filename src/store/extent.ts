@@ -12,7 +12,7 @@
 // The id is random (128 bits, hex): only the upload that wrote an extent ever names it in a row.
 import { randomBytes } from 'node:crypto';
 import type { BlobStore } from '../blobs/blob-store.js';
-import { extentKey } from './keys.js';
+import { EXTENT_ID_DIGITS, extentKey } from './keys.js';
 
 const MAGIC = Buffer.from('S3DE');
 const ENTRY_BYTES = 36;
@@ -52,8 +52,6 @@ export function readExtentTrailer(object: Buffer): Array<{ hash: string; offset:
   return offset === start ? out : null;
 }
 
-/** Hex digits of an extent id (128 random bits). */
-export const EXTENT_ID_DIGITS = 32;
 const newExtentId = (): string => randomBytes(EXTENT_ID_DIGITS / 2).toString('hex');
 
 /**

@@ -11,10 +11,10 @@ import { LocalBlobStore } from '../../src/blobs/local.js';
 import { MetadataStore, type BlockRef } from '../../src/meta/metadata-store.js';
 import { migrateToLatest } from '../../src/meta/migrate.js';
 import { openSqlite } from '../../src/meta/sqlite.js';
-import { EXTENT_ID_DIGITS, ExtentWriter, extentTrailer, readExtentTrailer } from '../../src/store/extent.js';
+import { ExtentWriter, extentTrailer, readExtentTrailer } from '../../src/store/extent.js';
 import { planRuns } from '../../src/store/file-store.js';
 import { ingest, type IngestOptions } from '../../src/store/ingest.js';
-import { EXTENT_PREFIX, extentKey } from '../../src/store/keys.js';
+import { EXTENT_ID_DIGITS, EXTENT_PREFIX, extentKey } from '../../src/store/keys.js';
 import { inflateSegment } from '../../src/store/segment.js';
 import { pseudoRandom, sha256 } from '../support/ft.js';
 
