@@ -1,5 +1,6 @@
 // The cleaner: deletes blocks and content maps that nothing references, and (full scan) blobs
-// the metadata does not know at all (crash leftovers).
+// the metadata does not know at all (crash leftovers) and rewrites extents that are mostly dead
+// (cleaner/compact-extents.ts).
 //
 // Every deletion is announced in gc_log inside the transaction that decides it, performed,
 // then acknowledged; upload commits check the log, so an upload can never commit a reference
@@ -13,6 +14,7 @@ import { GcStore } from '../meta/gc-store.js';
 import type { MetadataStore } from '../meta/metadata-store.js';
 import { BLOCK_PREFIX, EXTENT_PREFIX, MAP_PREFIX } from '../store/keys.js';
 import { Semaphore } from '../util/semaphore.js';
+import { compactExtents, type CompactExtentsReport } from './compact-extents.js';
 
 export interface CleanerOptions {
   /** seconds garbage must have been unreferenced (or, for orphans, unmodified) before it goes */
@@ -37,12 +39,14 @@ export interface CleanerReport {
   resumed: number;
   maps: number;
   blocks: number;
-  /** extent objects deleted with their last block */
+  /** extent objects deleted: with their last block, or a grace period after compaction retired them */
   extents: number;
   orphans: number;
   fullScan: boolean;
   /** what the blob store's compaction gave back, for stores that have one */
   compacted?: CompactReport;
+  /** full scan: the mostly dead extents rewritten */
+  extentsCompacted?: CompactExtentsReport;
   durationMs: number;
 }
 
@@ -94,8 +98,16 @@ export class Cleaner {
       report.blocks += keys.filter((k) => k.startsWith(BLOCK_PREFIX)).length;
       report.extents += keys.filter((k) => k.startsWith(EXTENT_PREFIX)).length;
     }
+    // Extents a compaction rewrote, once no GET can still be reading them.
+    for (;;) {
+      const keys = await this.gc.takeRetiredExtents(cutoff(), batchSize);
+      if (keys.length === 0) break;
+      await this.deleteAnnounced(keys);
+      report.extents += keys.length;
+    }
     if (fullScan) {
       for (const prefix of [MAP_PREFIX, BLOCK_PREFIX, EXTENT_PREFIX]) report.orphans += await this.sweepOrphans(prefix, cutoff());
+      report.extentsCompacted = await compactExtents(this.gc, this.blobs, { cutoffMs: cutoff(), batchSize, log: this.log });
     }
     await this.gc.prune(started - this.options.logRetentionSeconds * 1000);
     // The deletions above only dropped index rows in a packed store; this frees their space.

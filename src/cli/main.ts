@@ -28,7 +28,8 @@ options:
   -c, --config FILE   JSON config file (s3dedup format); environment variables override it
   -e, --env           configure from environment variables only (the default without -c)
       --repair        (fsck) rewrite wrong reference counts; nothing else is ever changed
-      --full-scan     (cleanup) also delete blocks/ and maps/ objects the metadata does not know
+      --full-scan     (cleanup) also delete objects the metadata does not know and rewrite
+                      extents at most half live
   -h, --help          this help
 
 environment:
@@ -103,7 +104,9 @@ async function main(argv: string[]): Promise<number> {
         const report = await runtime.cleaner.run({ fullScan: values['full-scan'] ?? false });
         process.stdout.write(
           `cleanup: deleted ${report.maps} maps, ${report.blocks} blocks, ${report.extents} extents, ${report.orphans} unknown objects` +
-            `${report.resumed ? `, finished ${report.resumed} interrupted deletions` : ''} in ${report.durationMs} ms\n`,
+            `${report.resumed ? `, finished ${report.resumed} interrupted deletions` : ''}` +
+            `${report.extentsCompacted?.rewritten ? `, rewrote ${report.extentsCompacted.rewritten} mostly dead extents (${report.extentsCompacted.bytesRetired} bytes retired, ${report.extentsCompacted.bytesWritten} written)` : ''}` +
+            ` in ${report.durationMs} ms\n`,
         );
         return 0;
       } finally {

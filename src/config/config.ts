@@ -91,7 +91,7 @@ export const ENV_VARS: Record<string, string> = {
   WORKERS: 'server processes sharing the port, e.g. the number of cores (1)',
   CLEANER_ENABLED: 'run the cleaner in the server (true)', CLEANER_INTERVAL: 'seconds between passes (3600)',
   CLEANER_BATCH_SIZE: 'deletions decided per transaction (1000)', CLEANER_CONCURRENCY: 'blob deletions in flight (8)',
-  CLEANER_FULL_SCAN_CRON: "cron of full scans for unknown objects ('0 3 * * *'; '' = never)",
+  CLEANER_FULL_SCAN_CRON: "cron of full scans for unknown objects and mostly dead extents ('0 3 * * *'; '' = never)",
   CLEANER_GRACE_SECONDS: 'seconds garbage stays after it became unreferenced (3600)',
   CLEANER_LOG_RETENTION: 'seconds the deletion log is kept; longer uploads fail and retry (86400)',
   FILETRACKER_URL: 'old Filetracker for live migration', FILETRACKER_V1_DIR: 'Filetracker v1 directory',

@@ -401,7 +401,13 @@ class Fsck {
         prefix: EXTENT_PREFIX,
         kind: 'extent',
         what: 'block in it',
-        known: (ids: string[]) => this.db.selectFrom('blocks').select('extent as id').distinct().where('extent', 'in', ids),
+        // A retired extent (compacted, waiting out its grace period) is known too.
+        known: (ids: string[]) =>
+          this.db
+            .selectFrom('blocks')
+            .select('extent as id')
+            .where('extent', 'in', ids)
+            .union(this.db.selectFrom('retired_extents').select('id').where('id', 'in', ids)),
       },
     ] as const;
     for (const { prefix, kind, what, known: query } of lookups) {

@@ -121,7 +121,7 @@ export class GcStore {
       const knownMaps = mapHashes.length
         ? new Set((await tx.selectFrom('contents').select('hash').where('hash', 'in', mapHashes).execute()).map((r) => r.hash))
         : new Set<string>();
-      const knownExtents = await extentsInUse(tx, extentIds);
+      const knownExtents = await extentsInUse(tx, extentIds, { retired: true });
       const orphans = [
         ...blockHashes.filter((h) => !knownBlocks.has(h)).map(blockKey),
         ...mapHashes.filter((h) => !knownMaps.has(h)).map(mapKey),
@@ -129,6 +129,85 @@ export class GcStore {
       ];
       await announce(tx, orphans, Date.now());
       return orphans;
+    });
+  }
+
+  /**
+   * Of these extents, the bytes and count of the block rows that name each (those no row names
+   * are left out).
+   */
+  async extentsLiveBytes(ids: string[]): Promise<Map<string, { live: number; blocks: number }>> {
+    const out = new Map<string, { live: number; blocks: number }>();
+    for (let i = 0; i < ids.length; i += 500) {
+      const rows = await this.db
+        .selectFrom('blocks')
+        .select((eb) => ['extent', eb.fn.sum<number>('stored_size').as('live'), eb.fn.countAll<number>().as('blocks')])
+        .where('extent', 'in', ids.slice(i, i + 500))
+        .groupBy('extent')
+        .execute();
+      for (const r of rows) if (r.extent !== null) out.set(r.extent, { live: n(r.live), blocks: n(r.blocks) });
+    }
+    return out;
+  }
+
+  /** The blocks an extent holds by their rows, in the order of their offsets. */
+  async extentBlocks(id: string): Promise<Array<{ hash: string; storedSize: number; offset: number }>> {
+    const rows = await this.db
+      .selectFrom('blocks')
+      .select(['hash', 'stored_size', 'extent_offset'])
+      .where('extent', '=', id)
+      .orderBy('extent_offset')
+      .execute();
+    return rows.map((r) => ({ hash: r.hash, storedSize: n(r.stored_size), offset: n(r.extent_offset) }));
+  }
+
+  /**
+   * Points the rows of blocks that `from` still holds at their copies in `to`, and retires
+   * `from` once no row names it (the grace period then runs before it goes). Returns how many
+   * rows moved: 0 when the blocks were collected meanwhile, leaving `to` for the caller to delete.
+   */
+  async moveExtentBlocks(from: string, to: string, places: Array<{ hash: string; offset: number }>): Promise<number> {
+    return this.db.transaction().execute(async (tx) => {
+      await this.meta.gcBarrier(tx, 'exclusive');
+      let moved = 0;
+      for (const p of places) {
+        const r = await tx
+          .updateTable('blocks')
+          .set({ extent: to, extent_offset: p.offset })
+          .where('hash', '=', p.hash)
+          .where('extent', '=', from)
+          .executeTakeFirst();
+        moved += Number(r.numUpdatedRows);
+      }
+      if (moved > 0 && (await extentsInUse(tx, [from])).size === 0) {
+        await tx.insertInto('retired_extents').values({ id: from, retired_at: Date.now() }).execute();
+      }
+      return moved;
+    });
+  }
+
+  /** Takes up to `limit` extents retired before `cutoffMs` and announces their deletion. */
+  async takeRetiredExtents(cutoffMs: number, limit: number): Promise<string[]> {
+    return this.db.transaction().execute(async (tx) => {
+      await this.meta.gcBarrier(tx, 'exclusive');
+      const rows = await tx.selectFrom('retired_extents').select('id').where('retired_at', '<=', cutoffMs).orderBy('id').limit(limit).execute();
+      if (rows.length === 0) return [];
+      const ids = rows.map((r) => r.id);
+      await tx.deleteFrom('retired_extents').where('id', 'in', ids).execute();
+      // Fail closed: one a row names again (it never should) stays.
+      const inUse = await extentsInUse(tx, ids);
+      const keys = ids.filter((id) => !inUse.has(id)).map(extentKey);
+      await announce(tx, keys, Date.now());
+      return keys;
+    });
+  }
+
+  /** Announces the deletion of objects this cleaner wrote and then found unneeded. */
+  async announceUnneeded(keys: string[]): Promise<void> {
+    if (keys.length === 0) return;
+    await this.db.transaction().execute(async (tx) => {
+      await this.meta.gcBarrier(tx, 'exclusive');
+      await announce(tx, keys, Date.now());
     });
   }
 
@@ -164,12 +243,14 @@ export class GcStore {
   }
 }
 
-/** Those of `extents` that some block row still names. */
-async function extentsInUse(tx: Transaction<Database>, extents: string[]): Promise<Set<string>> {
+/** Those of `extents` that some block row still names (or, with `retired`, that wait out their grace). */
+async function extentsInUse(tx: Transaction<Database>, extents: string[], o: { retired?: boolean } = {}): Promise<Set<string>> {
   const inUse = new Set<string>();
   for (let i = 0; i < extents.length; i += 500) {
-    const rows = await tx.selectFrom('blocks').select('extent').distinct().where('extent', 'in', extents.slice(i, i + 500)).execute();
+    const page = extents.slice(i, i + 500);
+    const rows = await tx.selectFrom('blocks').select('extent').distinct().where('extent', 'in', page).execute();
     for (const r of rows) if (r.extent !== null) inUse.add(r.extent);
+    if (o.retired) for (const r of await tx.selectFrom('retired_extents').select('id').where('id', 'in', page).execute()) inUse.add(r.id);
   }
   return inUse;
 }

@@ -4,12 +4,14 @@ import { Migrator, type Kysely, type Migration, type MigrationProvider } from 'k
 import * as m0001 from '../../migrations/0001_initial.js';
 import * as m0002 from '../../migrations/0002_gc_log.js';
 import * as m0003 from '../../migrations/0003_extents.js';
+import * as m0004 from '../../migrations/0004_retired_extents.js';
 import { moduleLogger } from '../log.js';
 
 const MIGRATIONS: Record<string, Migration> = {
   '0001_initial': m0001,
   '0002_gc_log': m0002,
   '0003_extents': m0003,
+  '0004_retired_extents': m0004,
 };
 
 class StaticProvider implements MigrationProvider {

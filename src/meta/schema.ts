@@ -50,6 +50,12 @@ export interface GcStateTable {
   pruned_through: number;
 }
 
+export interface RetiredExtentsTable {
+  id: string;
+  /** Unix ms: when compaction moved its last block out */
+  retired_at: number;
+}
+
 export interface Database {
   files: FilesTable;
   contents: ContentsTable;
@@ -57,4 +63,5 @@ export interface Database {
   blocks: BlocksTable;
   gc_log: GcLogTable;
   gc_state: GcStateTable;
+  retired_extents: RetiredExtentsTable;
 }

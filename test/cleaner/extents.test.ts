@@ -3,8 +3,10 @@
 // last block row that names it (overwrite, delete), keeps a partly dead extent whole for the
 // blocks another content still reuses from it (a commit that reused one of its dropped blocks
 // fails with a retryable 503), and the full scan deletes extents no row names
-// (crash leftovers) but nothing else under extents/; a race of uploads sharing blocks against
-// repeated passes (full scans among them) with a zero grace period loses nothing.
+// (crash leftovers) but nothing else under extents/, and rewrites an extent at most half live
+// (its blocks move to a new one, the old one goes a grace period later, readable until then);
+// a race of uploads sharing blocks against repeated passes (full scans among them, with their
+// compactions) with a zero grace period loses nothing.
 // One object per block is test/cleaner/cleaner.test.ts.
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
@@ -13,6 +15,8 @@ import { Cleaner, DEFAULT_CLEANER_OPTIONS } from '../../src/cleaner/cleaner.js';
 import { AppError } from '../../src/errors.js';
 import type { BlockRef } from '../../src/meta/metadata-store.js';
 import { moduleLogger } from '../../src/log.js';
+import { GcStore } from '../../src/meta/gc-store.js';
+import { FSCK_PROBLEM_KINDS, runFsck } from '../../src/maintenance/fsck.js';
 import { readExtentTrailer } from '../../src/store/extent.js';
 import { blockKey, extentKey } from '../../src/store/keys.js';
 import { pseudoRandom, sha256, uid } from '../support/ft.js';
@@ -288,6 +292,92 @@ describe.each(BACKENDS)('cleaner with extents on $name', ({ blobs, meta }) => {
     expect(await checkConsistency(h.runtime)).toEqual(CONSISTENT);
   });
 
+  /**
+   * A stored, then B sharing A's blocks up to one block of an extent that B's share fills at most
+   * 40% of; A deleted and collected, so that extent is mostly dead.
+   */
+  async function mostlyDeadExtent() {
+    const a = randomBytes(640 * KiB);
+    const aPath = `a-${uid()}`;
+    await putFile(h, aPath, a);
+    const aBlocks = await h.runtime.meta.getContentBlocks(sha256(a));
+    let cut = -1;
+    for (let i = 0; i < aBlocks.length - 2 && cut < 0; i++) {
+      const e = aBlocks[i].extent!;
+      if (i > 0 && aBlocks[i - 1].extent === e) continue; // the extent's first block
+      const size = (await h.runtime.blobs.head(extentKey(e)))!.size;
+      if (aBlocks[i + 1].extent === e && aBlocks[i].storedSize <= 0.4 * size) cut = i + 1;
+    }
+    expect(cut).toBeGreaterThan(0);
+    const extent = aBlocks[cut - 1].extent!;
+    const prefix = aBlocks.slice(0, cut).reduce((s, x) => s + x.size, 0);
+    const b = Buffer.concat([a.subarray(0, prefix), randomBytes(300 * KiB)]);
+    const bPath = `b-${uid()}`;
+    await putFile(h, bPath, b);
+    const shared = aBlocks.slice(0, cut).filter((x) => x.extent === extent);
+    expect(await h.runtime.store.delete(aPath, T0 + 1)).toBe('deleted');
+    await h.runtime.cleaner.run(); // A's own blocks go; the mostly dead extent stays whole
+    const size = (await h.runtime.blobs.head(extentKey(extent)))!.size;
+    return { b, bPath, extent, size, shared };
+  }
+
+  it('a full scan rewrites an extent at most half live: its blocks move to a new extent, and it goes a grace period later', async () => {
+    const { b, bPath, extent, size, shared } = await mostlyDeadExtent();
+    const before = await listBlobKeys(h.runtime.blobs, 'extents/');
+    expect(before).toContain(extentKey(extent));
+
+    const patient = new Cleaner(h.runtime.meta, h.runtime.blobs, { ...DEFAULT_CLEANER_OPTIONS, graceSeconds: 3600 }, moduleLogger('cleaner'));
+    const young = await patient.run({ fullScan: true });
+    expect(young.extentsCompacted?.rewritten).toBe(0); // written within the grace period: left alone
+
+    const full = await h.runtime.cleaner.run({ fullScan: true });
+    expect(full.extentsCompacted).toMatchObject({ rewritten: 1, bytesRetired: size });
+    const rows = await h.runtime.meta.db
+      .selectFrom('blocks')
+      .select(['hash', 'extent', 'extent_offset', 'stored_size'])
+      .where('hash', 'in', shared.map((x) => x.hash))
+      .orderBy('extent_offset')
+      .execute();
+    const moved = rows[0].extent!;
+    expect(moved).not.toBe(extent);
+    expect(new Set(rows.map((r) => r.extent))).toEqual(new Set([moved]));
+    const copy = await h.runtime.blobs.get(extentKey(moved));
+    expect(copy.length).toBeLessThan(size);
+    expect(readExtentTrailer(copy)).toEqual(shared.map((x) => ({ hash: x.hash, offset: rows.find((r) => r.hash === x.hash)!.extent_offset, length: x.storedSize })));
+    expect(full.extentsCompacted?.bytesWritten).toBe(shared.reduce((s, x) => s + x.storedSize, 0));
+
+    // Retired, not deleted: a GET that looked the blocks up before the move still reads them there.
+    expect(await exists(extentKey(extent))).toBe(true);
+    for (const x of shared) expect((await h.runtime.blobs.getRange(extentKey(extent), x.offset!, x.storedSize)).length).toBe(x.storedSize);
+    expect(await h.count('retired_extents')).toBe(1);
+    expect((await patient.run({ fullScan: true })).orphans).toBe(0); // known while retired, not an orphan
+    const fsck = await runFsck(h.runtime);
+    expect(FSCK_PROBLEM_KINDS.filter((k) => fsck.problems[k].count > 0)).toEqual([]);
+    expect(await exists(extentKey(extent))).toBe(true);
+    expect((await readFile(h, bPath)).equals(b)).toBe(true);
+    expect(await checkConsistency(h.runtime)).toEqual(CONSISTENT);
+
+    const later = await h.runtime.cleaner.run(); // grace 0: the retirement has aged
+    expect(later.extents).toBe(1);
+    expect(await exists(extentKey(extent))).toBe(false);
+    expect(await h.count('retired_extents')).toBe(0);
+    expect((await readFile(h, bPath)).equals(b)).toBe(true);
+    expect(await checkConsistency(h.runtime)).toEqual(CONSISTENT);
+    // Nothing more to do: the new extent is all live.
+    expect((await h.runtime.cleaner.run({ fullScan: true })).extentsCompacted?.rewritten).toBe(0);
+  });
+
+  it('moving the blocks of an extent that no row names any more moves nothing and retires nothing', async () => {
+    const { extent, shared } = await mostlyDeadExtent();
+    await h.runtime.cleaner.run({ fullScan: true }); // moves them away
+    const gc = new GcStore(h.runtime.meta);
+    expect(await gc.moveExtentBlocks(extent, 'f'.repeat(32), shared.map((x) => ({ hash: x.hash, offset: 0 })))).toBe(0);
+    const rows = await h.runtime.meta.db.selectFrom('blocks').select('extent').distinct().where('hash', 'in', shared.map((x) => x.hash)).execute();
+    expect(rows).toHaveLength(1);
+    expect(rows[0].extent).not.toBe('f'.repeat(32));
+    expect(await h.count('retired_extents')).toBe(1); // the one the compaction retired, once
+  });
+
   it('never loses a referenced block while uploads sharing blocks race repeated passes and full scans (grace 0)', async () => {
     const PIECE = 96 * KiB;
     const pieces = Array.from({ length: 6 }, (_, i) => pseudoRandom(PIECE, 2000 + i));
@@ -322,6 +412,7 @@ describe.each(BACKENDS)('cleaner with extents on $name', ({ blobs, meta }) => {
     };
     let passes = 0;
     let fullScans = 0;
+    let rewritten = 0;
     let writing = true;
     const collector = async () => {
       let lastFull = Date.now();
@@ -329,9 +420,10 @@ describe.each(BACKENDS)('cleaner with extents on $name', ({ blobs, meta }) => {
         // A full scan at grace 0 takes an in-flight upload's fresh extents (and map), which
         // then fails its commit and retries; one every 40 ms, so that uploads still get through.
         const fullScan = Date.now() - lastFull >= 40;
-        await h.runtime.cleaner.run({ fullScan });
+        const report = await h.runtime.cleaner.run({ fullScan });
         if (fullScan) {
           fullScans++;
+          rewritten += report.extentsCompacted?.rewritten ?? 0;
           lastFull = Date.now();
         }
         passes++;
@@ -346,6 +438,7 @@ describe.each(BACKENDS)('cleaner with extents on $name', ({ blobs, meta }) => {
       await col;
     }
     await h.runtime.cleaner.run({ fullScan: true });
+    await h.runtime.cleaner.run(); // deletes what that full scan's compaction retired
 
     expect(passes).toBeGreaterThan(1); // passes overlapped the uploads (about 6 on postgres + local, more elsewhere)
     expect(fullScans).toBeGreaterThan(0);
@@ -356,6 +449,6 @@ describe.each(BACKENDS)('cleaner with extents on $name', ({ blobs, meta }) => {
     expect(named.every((r) => r.extent !== null)).toBe(true);
     expect(await listBlobKeys(h.runtime.blobs, 'extents/')).toEqual(sorted(named.map((r) => r.extent!)));
     expect(await listBlobKeys(h.runtime.blobs, 'blocks/')).toEqual([]);
-    console.log(`${meta}/${blobs} extents: ${passes} cleaner passes (${fullScans} full scans), ${retries} uploads retried after a 503`);
+    console.log(`${meta}/${blobs} extents: ${passes} cleaner passes (${fullScans} full scans, ${rewritten} extents compacted), ${retries} uploads retried after a 503`);
   });
 });

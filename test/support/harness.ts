@@ -31,7 +31,7 @@ export interface Harness {
   dataDir: string;
   env: Record<string, string>;
   /** rows of a table, for reference-count assertions */
-  count(table: 'files' | 'contents' | 'blocks' | 'content_blocks'): Promise<number>;
+  count(table: 'files' | 'contents' | 'blocks' | 'content_blocks' | 'retired_extents'): Promise<number>;
   close(): Promise<void>;
 }
 
