@@ -367,6 +367,52 @@ describe.each(BACKENDS)('cleaner with extents on $name', ({ blobs, meta }) => {
     expect((await h.runtime.cleaner.run({ fullScan: true })).extentsCompacted?.rewritten).toBe(0);
   });
 
+  it('a compaction that fails before or after writing its copy moves nothing; the copy left behind is an orphan', async () => {
+    const { b, bPath, extent, shared } = await mostlyDeadExtent();
+    // The fault a real store cannot produce on demand: PUTs of extents fail, before or after
+    // the object is written (the second as a crash between the write and the row move would).
+    let mode: 'ok' | 'before' | 'after' = 'before';
+    const blobs = new Proxy(h.runtime.blobs, {
+      get(target, prop, receiver) {
+        if (prop === 'put') {
+          return async (...a: Parameters<typeof target.put>) => {
+            if (mode === 'before' && a[0].startsWith('extents/')) throw new Error('injected extent PUT failure');
+            await target.put(...a);
+            if (mode === 'after' && a[0].startsWith('extents/')) throw new Error('injected failure after the extent PUT');
+          };
+        }
+        const v = Reflect.get(target, prop, receiver);
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+    });
+    const faulty = new Cleaner(h.runtime.meta, blobs, { ...DEFAULT_CLEANER_OPTIONS, graceSeconds: 0 }, moduleLogger('cleaner'));
+    const where = async () =>
+      new Set((await h.runtime.meta.db.selectFrom('blocks').select('extent').where('hash', 'in', shared.map((x) => x.hash)).execute()).map((r) => r.extent));
+    const before = await listBlobKeys(h.runtime.blobs, 'extents/');
+
+    await expect(faulty.run({ fullScan: true })).rejects.toThrow('injected extent PUT failure');
+    expect(await where()).toEqual(new Set([extent]));
+    expect(await listBlobKeys(h.runtime.blobs, 'extents/')).toEqual(before);
+
+    mode = 'after';
+    await expect(faulty.run({ fullScan: true })).rejects.toThrow('injected failure after the extent PUT');
+    expect(await where()).toEqual(new Set([extent]));
+    const leftover = (await listBlobKeys(h.runtime.blobs, 'extents/')).filter((k) => !before.includes(k));
+    expect(leftover).toHaveLength(1);
+    expect(await h.count('retired_extents')).toBe(0);
+    expect((await readFile(h, bPath)).equals(b)).toBe(true);
+    expect(await checkConsistency(h.runtime)).toEqual(CONSISTENT);
+
+    mode = 'ok';
+    const full = await faulty.run({ fullScan: true });
+    expect(full.orphans).toBe(1); // the copy no row named
+    expect(full.extentsCompacted?.rewritten).toBe(1);
+    expect(await exists(leftover[0])).toBe(false);
+    expect(await where()).not.toEqual(new Set([extent]));
+    expect((await readFile(h, bPath)).equals(b)).toBe(true);
+    expect(await checkConsistency(h.runtime)).toEqual(CONSISTENT);
+  });
+
   it('moving the blocks of an extent that no row names any more moves nothing and retires nothing', async () => {
     const { extent, shared } = await mostlyDeadExtent();
     await h.runtime.cleaner.run({ fullScan: true }); // moves them away
