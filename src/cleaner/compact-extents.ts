@@ -39,7 +39,7 @@ export async function compactExtents(
     for (const { id, size } of batch) {
       const l = live.get(id);
       // None: an orphan or an extent already retired, both the sweep's business.
-      if (!l || l.live > size * COMPACT_LIVE_RATIO) continue;
+      if (l === undefined || l > size * COMPACT_LIVE_RATIO) continue;
       const written = await rewrite(gc, blobs, id);
       if (written === null) continue;
       report.rewritten++;

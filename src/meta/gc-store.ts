@@ -132,20 +132,17 @@ export class GcStore {
     });
   }
 
-  /**
-   * Of these extents, the bytes and count of the block rows that name each (those no row names
-   * are left out).
-   */
-  async extentsLiveBytes(ids: string[]): Promise<Map<string, { live: number; blocks: number }>> {
-    const out = new Map<string, { live: number; blocks: number }>();
+  /** Of these extents, the summed stored size of the block rows that name each (those no row names are left out). */
+  async extentsLiveBytes(ids: string[]): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
     for (let i = 0; i < ids.length; i += 500) {
       const rows = await this.db
         .selectFrom('blocks')
-        .select((eb) => ['extent', eb.fn.sum<number>('stored_size').as('live'), eb.fn.countAll<number>().as('blocks')])
+        .select((eb) => ['extent', eb.fn.sum<number>('stored_size').as('live')])
         .where('extent', 'in', ids.slice(i, i + 500))
         .groupBy('extent')
         .execute();
-      for (const r of rows) if (r.extent !== null) out.set(r.extent, { live: n(r.live), blocks: n(r.blocks) });
+      for (const r of rows) if (r.extent !== null) out.set(r.extent, n(r.live));
     }
     return out;
   }
