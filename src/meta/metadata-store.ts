@@ -15,6 +15,7 @@ import { isPostgres } from './dialect.js';
 import { fileForRead, n, retryable } from './file-for-read.js';
 import type { Database } from './schema.js';
 import { rawSqlite, sqliteFilesReleased } from './sqlite.js';
+import { PgReads, pgPool } from './pg-reads.js';
 import { SqliteHotPath } from './sqlite-hot-path.js';
 
 export interface BlockRef {
@@ -86,6 +87,8 @@ export class MetadataStore {
   readonly isPostgres: boolean;
   /** Prepared statements for the per-request queries when `db` is a SQLite file openSqlite opened. */
   private readonly hot: SqliteHotPath | undefined;
+  /** Named prepared statements for the per-request reads when `db` is a pool openPostgres opened. */
+  private readonly pgReads: PgReads | undefined;
 
   /**
    * @param options.fileCacheSize SQLite only: file lookups kept in memory for repeated GETs,
@@ -98,10 +101,13 @@ export class MetadataStore {
     this.isPostgres = isPostgres(db);
     const raw = rawSqlite(db);
     this.hot = raw && new SqliteHotPath(raw, db, options.fileCacheSize ?? DEFAULT_FILE_CACHE_SIZE);
+    const pool = pgPool(db);
+    this.pgReads = pool && new PgReads(pool);
   }
 
   async getFile(path: string): Promise<FileWithContent | null> {
     if (this.hot) return this.hot.getFile(path);
+    if (this.pgReads) return this.pgReads.getFile(path);
     const row = await this.db
       .selectFrom('files')
       .innerJoin('contents', 'contents.hash', 'files.content_hash')
@@ -131,6 +137,7 @@ export class MetadataStore {
   /** The file and its block list in one query (the GET path); null when absent. */
   async getFileForRead(path: string): Promise<{ file: FileWithContent; blocks: BlockRef[] } | null> {
     if (this.hot) return this.hot.getFileForRead(path);
+    if (this.pgReads) return this.pgReads.getFileForRead(path);
     const rows = await this.db
       .selectFrom('files')
       .innerJoin('contents', 'contents.hash', 'files.content_hash')
@@ -178,8 +185,9 @@ export class MetadataStore {
   /** Stored sizes of those of `hashes` the store already has. */
   async findBlocks(hashes: string[]): Promise<Map<string, number>> {
     const found = new Map<string, number>();
-    if (this.hot && hashes.length === 1) {
-      const storedSize = await this.hot.blockStoredSize(hashes[0]);
+    const single = this.hot ?? this.pgReads;
+    if (single && hashes.length === 1) {
+      const storedSize = await single.blockStoredSize(hashes[0]);
       if (storedSize !== undefined) found.set(hashes[0], storedSize);
       return found;
     }
@@ -196,6 +204,7 @@ export class MetadataStore {
 
   async hasContent(hash: string): Promise<boolean> {
     if (this.hot) return this.hot.hasContent(hash);
+    if (this.pgReads) return this.pgReads.hasContent(hash);
     const row = await this.db.selectFrom('contents').select('hash').where('hash', '=', hash).executeTakeFirst();
     return row !== undefined;
   }
@@ -236,6 +245,7 @@ export class MetadataStore {
    */
   async gcWatermark(): Promise<number> {
     if (this.hot) return this.hot.gcWatermark();
+    if (this.pgReads) return this.pgReads.gcWatermark();
     const row = await this.db
       .selectFrom('gc_state')
       .select(['pruned_through', sql<number | null>`(select max(seq) from gc_log)`.as('m')])

@@ -2,6 +2,7 @@
 import pg from 'pg';
 import { Kysely, PostgresDialect } from 'kysely';
 import type { Database } from './schema.js';
+import { registerPgPool } from './pg-reads.js';
 
 export interface PostgresOptions {
   host: string;
@@ -52,5 +53,8 @@ export async function openPostgres(o: PostgresOptions): Promise<Kysely<Database>
       await admin.end();
     }
   }
-  return new Kysely<Database>({ dialect: new PostgresDialect({ pool: createPgPool(o) }) });
+  const pool = createPgPool(o);
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  registerPgPool(db, pool);
+  return db;
 }
