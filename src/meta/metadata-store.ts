@@ -9,6 +9,11 @@
 //   removes the blob and the row together (a re-upload of the same content finds it and
 //   revives it for free).
 // Every change of the namespace and its counts happens in one transaction.
+//
+// The queries below are Kysely's; the per-request ones also have faster forms that give the same
+// answers: on SQLite prepared statements run synchronously, with a cache of the GET and HEAD
+// lookups (sqlite-hot-path.ts), on PostgreSQL named prepared statements for the reads
+// (pg-reads.ts).
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { blobKeysOf } from '../store/keys.js';
 import { isPostgres } from './dialect.js';
