@@ -17,7 +17,7 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { blobKeysOf } from '../store/keys.js';
 import { isPostgres } from './dialect.js';
-import { fileForRead, n, retryable } from './file-for-read.js';
+import { fileForRead, fileRow, n, retryable } from './file-for-read.js';
 import type { Database } from './schema.js';
 import { rawSqlite, sqliteFilesReleased } from './sqlite.js';
 import { PgReads, pgPool } from './pg-reads.js';
@@ -127,16 +127,7 @@ export class MetadataStore {
       ])
       .where('files.path', '=', path)
       .executeTakeFirst();
-    if (!row) return null;
-    return {
-      path: row.path,
-      version: n(row.version),
-      contentHash: row.content_hash,
-      logicalSize: n(row.logical_size),
-      storedSize: n(row.stored_size),
-      crc32: n(row.crc32),
-      blockCount: n(row.block_count),
-    };
+    return row ? fileRow(row) : null;
   }
 
   /** The file and its block list in one query (the GET path); null when absent. */

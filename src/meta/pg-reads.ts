@@ -5,7 +5,7 @@
 import type { Kysely } from 'kysely';
 import type pg from 'pg';
 import type { BlockRef, FileWithContent } from './metadata-store.js';
-import { fileForRead, n, type FileForReadRow } from './file-for-read.js';
+import { fileForRead, fileForReadSql, fileRow, fileSql, n, type FileForReadRow, type FileRow } from './file-for-read.js';
 import type { Database } from './schema.js';
 
 /** The pg pool under each Kysely instance openPostgres made (this module does not load pg itself). */
@@ -20,16 +20,8 @@ export function pgPool(db: Kysely<Database>): pg.Pool | undefined {
   return pools.get(db);
 }
 
-const FILE_FOR_READ = `select f.path, f.version, f.content_hash, f.logical_size,
-       c.stored_size as content_stored_size, c.crc32 as content_crc32, c.block_count,
-       b.hash as block_hash, b.size as block_size, b.stored_size as block_stored_size, b.crc32 as block_crc32,
-       b.extent as block_extent, b.extent_offset as block_extent_offset
-  from files f
-  join contents c on c.hash = f.content_hash
-  left join content_blocks cb on cb.content_hash = c.hash
-  left join blocks b on b.hash = cb.block_hash
- where f.path = $1
- order by cb.idx`;
+const FILE_FOR_READ = fileForReadSql('$1');
+const FILE = fileSql('$1');
 
 export class PgReads {
   constructor(private readonly pool: pg.Pool) {}
@@ -43,22 +35,8 @@ export class PgReads {
   }
 
   async getFile(path: string): Promise<FileWithContent | null> {
-    const [r] = await this.rows<Record<string, unknown>>(
-      's3dedup_file',
-      `select f.path, f.version, f.content_hash, f.logical_size, c.stored_size, c.crc32, c.block_count
-         from files f join contents c on c.hash = f.content_hash where f.path = $1`,
-      [path],
-    );
-    if (!r) return null;
-    return {
-      path: r.path as string,
-      version: n(r.version),
-      contentHash: r.content_hash as string,
-      logicalSize: n(r.logical_size),
-      storedSize: n(r.stored_size),
-      crc32: n(r.crc32),
-      blockCount: n(r.block_count),
-    };
+    const [r] = await this.rows<FileRow>('s3dedup_file', FILE, [path]);
+    return r ? fileRow(r) : null;
   }
 
   async hasContent(hash: string): Promise<boolean> {

@@ -30,7 +30,7 @@ import type BetterSqlite3 from 'better-sqlite3';
 import type { Kysely } from 'kysely';
 import { blobKeysOf } from '../store/keys.js';
 import type { BlockRef, CommitGuard, ContentRecord, DeleteOutcome, FileWithContent, PutOutcome } from './metadata-store.js';
-import { fileForRead, retryable, type FileForReadRow } from './file-for-read.js';
+import { fileForRead, fileForReadSql, fileRow, fileSql, retryable, type FileForReadRow, type FileRow } from './file-for-read.js';
 import type { Database } from './schema.js';
 import { isSqliteBusy, retryWhileBusy } from '../util/sqlite-busy.js';
 import { BUSY_TIMEOUT_MS } from './sqlite.js';
@@ -100,22 +100,8 @@ export class SqliteHotPath {
   private prepare() {
     const p = (sql: string) => this.raw.prepare(sql);
     return {
-      fileForRead: p(
-        `select f.path, f.version, f.content_hash, f.logical_size,
-                c.stored_size as content_stored_size, c.crc32 as content_crc32, c.block_count,
-                b.hash as block_hash, b.size as block_size, b.stored_size as block_stored_size, b.crc32 as block_crc32,
-                b.extent as block_extent, b.extent_offset as block_extent_offset
-           from files f
-           join contents c on c.hash = f.content_hash
-           left join content_blocks cb on cb.content_hash = c.hash
-           left join blocks b on b.hash = cb.block_hash
-          where f.path = ?
-          order by cb.idx`,
-      ),
-      file: p(
-        `select f.path, f.version, f.content_hash, f.logical_size, c.stored_size, c.crc32, c.block_count
-           from files f join contents c on c.hash = f.content_hash where f.path = ?`,
-      ),
+      fileForRead: p(fileForReadSql('?')),
+      file: p(fileSql('?')),
       changeStamp: p(`select total_changes(), data_version from pragma_data_version`).raw(),
       totalChanges: p(`select total_changes()`).pluck(),
       watermark: p(`select max(pruned_through, coalesce((select max(seq) from gc_log), 0)) as w from gc_state where id = 1`),
@@ -200,19 +186,8 @@ export class SqliteHotPath {
   }
 
   private lookUpFile(path: string): FileWithContent | null {
-    const r = this.s.file.get(path) as
-      | { path: string; version: number; content_hash: string; logical_size: number; stored_size: number; crc32: number; block_count: number }
-      | undefined;
-    if (!r) return null;
-    return {
-      path: r.path,
-      version: r.version,
-      contentHash: r.content_hash,
-      logicalSize: r.logical_size,
-      storedSize: r.stored_size,
-      crc32: r.crc32,
-      blockCount: r.block_count,
-    };
+    const r = this.s.file.get(path) as FileRow | undefined;
+    return r ? fileRow(r) : null;
   }
 
   private lookUp(path: string): FileForRead | null {
