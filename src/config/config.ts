@@ -4,7 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { cronProblem } from '../cleaner/scheduler.js';
-import { DEFAULT_FILE_CACHE_SIZE } from '../meta/metadata-store.js';
+import { DEFAULT_FILE_CACHE_SIZE } from '../meta/file-for-read.js';
 import { DEFAULT_CHUNKER, validateChunkerParams } from '../store/chunker.js';
 import type { FileStoreOptions } from '../store/file-store.js';
 

@@ -21,6 +21,13 @@ export interface FileForReadRow {
 }
 
 /**
+ * Files plus their blocks whose GET and HEAD lookups a SQLite store keeps in memory (some 10 MB).
+ * Here, beside the lookups, rather than in the metadata store: the configuration reads it, and
+ * must not load the database drivers to do so.
+ */
+export const DEFAULT_FILE_CACHE_SIZE = 32_768;
+
+/**
  * The GET lookup: the file, its content and its blocks in order, a row per block (file and
  * content columns repeated). `param` is the dialect's placeholder for the path (`?` or `$1`).
  */

@@ -17,7 +17,7 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { blobKeysOf } from '../store/keys.js';
 import { isPostgres } from './dialect.js';
-import { fileForRead, fileRow, n, retryable } from './file-for-read.js';
+import { DEFAULT_FILE_CACHE_SIZE, fileForRead, fileRow, n, retryable } from './file-for-read.js';
 import type { Database } from './schema.js';
 import { rawSqlite, sqliteFilesReleased } from './sqlite.js';
 import { PgReads, pgPool } from './pg-reads.js';
@@ -75,9 +75,6 @@ export interface CommitGuard {
   mapWritten: boolean;
 }
 export type DeleteOutcome = 'deleted' | 'ignored' | 'absent';
-
-/** Files plus their blocks whose GET lookups a SQLite store keeps in memory (some 10 MB). */
-export const DEFAULT_FILE_CACHE_SIZE = 32_768;
 
 /** Rows per multi-row INSERT: well under SQLite's and PostgreSQL's bound-parameter limits. */
 const INSERT_BATCH = 500;
