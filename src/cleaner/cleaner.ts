@@ -107,7 +107,12 @@ export class Cleaner {
     }
     if (fullScan) {
       for (const prefix of [MAP_PREFIX, BLOCK_PREFIX, EXTENT_PREFIX]) report.orphans += await this.sweepOrphans(prefix, cutoff());
-      report.extentsCompacted = await compactExtents(this.gc, this.blobs, { cutoffMs: cutoff(), batchSize, log: this.log });
+      report.extentsCompacted = await compactExtents(this.gc, this.blobs, {
+        cutoffMs: cutoff(),
+        batchSize,
+        log: this.log,
+        deleteAnnounced: (keys) => this.deleteAnnounced(keys),
+      });
     }
     await this.gc.prune(started - this.options.logRetentionSeconds * 1000);
     // The deletions above only dropped index rows in a packed store; this frees their space.

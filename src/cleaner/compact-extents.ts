@@ -6,14 +6,11 @@
 import type { Logger } from '../log.js';
 import type { BlobStore } from '../blobs/blob-store.js';
 import type { GcStore } from '../meta/gc-store.js';
-import { ExtentWriter } from '../store/extent.js';
+import { ExtentWriter, planRuns } from '../store/extent.js';
 import { EXTENT_PREFIX, extentKey, parseKey } from '../store/keys.js';
 
 /** An extent is rewritten once its live blocks take at most this share of its bytes. */
 export const COMPACT_LIVE_RATIO = 0.5;
-/** Bytes read from an old extent per ranged request (consecutive live segments together). */
-const RUN_BYTES = 8 << 20;
-
 export interface CompactExtentsReport {
   /** extents rewritten */
   rewritten: number;
@@ -30,7 +27,13 @@ export interface CompactExtentsReport {
 export async function compactExtents(
   gc: GcStore,
   blobs: BlobStore,
-  o: { cutoffMs: number; batchSize: number; log: Logger },
+  o: {
+    cutoffMs: number;
+    batchSize: number;
+    log: Logger;
+    /** the cleaner's: deletes announced keys, then acknowledges them */
+    deleteAnnounced: (keys: string[]) => Promise<void>;
+  },
 ): Promise<CompactExtentsReport> {
   const report: CompactExtentsReport = { rewritten: 0, bytesRetired: 0, bytesWritten: 0 };
   let batch: Array<{ id: string; size: number }> = [];
@@ -40,7 +43,7 @@ export async function compactExtents(
       const l = live.get(id);
       // None: an orphan or an extent already retired, both the sweep's business.
       if (l === undefined || l > size * COMPACT_LIVE_RATIO) continue;
-      const written = await rewrite(gc, blobs, id);
+      const written = await rewrite(gc, blobs, id, o.deleteAnnounced);
       if (written === null) continue;
       report.rewritten++;
       report.bytesRetired += size;
@@ -60,25 +63,18 @@ export async function compactExtents(
 }
 
 /** Copies the live blocks of extent `id` into a new one and moves their rows; its bytes, or null when nothing moved. */
-async function rewrite(gc: GcStore, blobs: BlobStore, id: string): Promise<number | null> {
+async function rewrite(gc: GcStore, blobs: BlobStore, id: string, deleteAnnounced: (keys: string[]) => Promise<void>): Promise<number | null> {
   const blocks = await gc.extentBlocks(id);
   if (blocks.length === 0) return null;
   const writer = new ExtentWriter(blobs, Number.MAX_SAFE_INTEGER); // one extent: at most the live part of this one
   const places: Array<{ hash: string; offset: number }> = [];
   let newId: string | null = null;
-  for (let i = 0; i < blocks.length; ) {
-    // A run of segments that lie back to back in the old extent: one ranged read.
-    let j = i + 1;
-    let length = blocks[i].storedSize;
-    while (j < blocks.length && blocks[j].offset === blocks[j - 1].offset + blocks[j - 1].storedSize && length + blocks[j].storedSize <= RUN_BYTES) {
-      length += blocks[j].storedSize;
-      j++;
-    }
-    const run = await blobs.getRange(extentKey(id), blocks[i].offset, length);
-    for (let at = 0; i < j; i++) {
-      const b = blocks[i];
-      const place = await writer.append(b.hash, run.subarray(at, at + b.storedSize));
-      at += b.storedSize;
+  // Live segments that lie back to back in the old extent are read with one ranged request.
+  for (const run of planRuns(blocks.map((b) => ({ ...b, extent: id })))) {
+    const data = await blobs.getRange(extentKey(id), run.offset, run.bytes);
+    let at = 0;
+    for (const b of run.blocks) {
+      const place = await writer.append(b.hash, data.subarray(at, (at += b.storedSize)));
       newId ??= place.extent;
       places.push({ hash: b.hash, offset: place.offset });
     }
@@ -88,8 +84,7 @@ async function rewrite(gc: GcStore, blobs: BlobStore, id: string): Promise<numbe
   if (moved === 0) {
     // Its blocks were collected meanwhile: the copy is not needed either.
     await gc.announceUnneeded([extentKey(newId!)]);
-    await blobs.delete(extentKey(newId!));
-    await gc.acknowledge([extentKey(newId!)]);
+    await deleteAnnounced([extentKey(newId!)]);
     return null;
   }
   return blocks.reduce((s, b) => s + b.storedSize, 0);

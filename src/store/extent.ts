@@ -12,6 +12,7 @@
 // The id is random (128 bits, hex): only the upload that wrote an extent ever names it in a row.
 import { randomBytes } from 'node:crypto';
 import type { BlobStore } from '../blobs/blob-store.js';
+import type { BlockRef } from '../meta/metadata-store.js';
 import { EXTENT_ID_DIGITS, extentKey } from './keys.js';
 
 const MAGIC = Buffer.from('S3DE');
@@ -110,4 +111,37 @@ export class ExtentWriter {
       this.failure ??= err;
     });
   }
+}
+
+/** Where a block's segment lies: all planRuns needs of a block. */
+type Placed = Pick<BlockRef, 'storedSize' | 'extent' | 'offset'>;
+
+/** Consecutive blocks read with one request: one block object, or a stretch of an extent. */
+export interface Run<B extends Placed = BlockRef> {
+  /** null: the single block's own object */
+  extent: string | null;
+  offset: number;
+  bytes: number;
+  blocks: B[];
+}
+
+/** Bytes one ranged read may cover (8 MiB): a download holds at most two such runs. */
+const RUN_MAX_BYTES = 8 << 20;
+
+/** Groups blocks, in order, into runs (consecutive segments of one extent, back to back). */
+export function planRuns<B extends Placed>(blocks: readonly B[]): Array<Run<B>> {
+  const runs: Array<Run<B>> = [];
+  let last: Run<B> | undefined;
+  for (const b of blocks) {
+    const extent = b.extent ?? null;
+    const offset = b.offset ?? 0;
+    if (last && extent !== null && last.extent === extent && last.offset + last.bytes === offset && last.bytes + b.storedSize <= RUN_MAX_BYTES) {
+      last.bytes += b.storedSize;
+      last.blocks.push(b);
+      continue;
+    }
+    last = { extent, offset, bytes: b.storedSize, blocks: [b] };
+    runs.push(last);
+  }
+  return runs;
 }

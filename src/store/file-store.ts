@@ -36,6 +36,7 @@ import { DEFLATE_END, GZIP_HEADER, gzipMemberLength, gzipTrailer } from './gzip-
 import { ingestBody, readsWhole } from './ingest.js';
 import { isWholeMember, readSingleMember } from './small-member.js';
 import { blockKey, extentKey, mapKey } from './keys.js';
+import { planRuns, type Run } from './extent.js';
 
 export interface FileStoreOptions {
   chunker: ChunkerParams;
@@ -363,34 +364,4 @@ export class FileStore {
     const data = this.cache.get(key);
     return data?.length === storedSize ? data : undefined;
   }
-}
-
-/** Consecutive blocks of a file read with one request: one block object, or a stretch of an extent. */
-interface Run {
-  /** null: the single block's own object */
-  extent: string | null;
-  offset: number;
-  bytes: number;
-  blocks: BlockRef[];
-}
-
-/** Bytes one ranged read may cover (8 MiB): a download holds at most two such runs. */
-const RUN_MAX_BYTES = 8 << 20;
-
-/** Groups a file's blocks, in order, into runs (consecutive segments of one extent, back to back). */
-export function planRuns(blocks: readonly BlockRef[]): Run[] {
-  const runs: Run[] = [];
-  let last: Run | undefined;
-  for (const b of blocks) {
-    const extent = b.extent ?? null;
-    const offset = b.offset ?? 0;
-    if (last && extent !== null && last.extent === extent && last.offset + last.bytes === offset && last.bytes + b.storedSize <= RUN_MAX_BYTES) {
-      last.bytes += b.storedSize;
-      last.blocks.push(b);
-      continue;
-    }
-    last = { extent, offset, bytes: b.storedSize, blocks: [b] };
-    runs.push(last);
-  }
-  return runs;
 }
