@@ -12,7 +12,7 @@ import { blockKey, mapKey } from '../../src/store/keys.js';
 import { pseudoRandom, sha256, uid } from '../support/ft.js';
 import { BACKENDS, makeHarness, type Harness } from '../support/harness.js';
 import { checkConsistency, CONSISTENT } from '../support/recount.js';
-import { putFile, readFile } from '../support/store-io.js';
+import { putFile, racingWriters, readFile } from '../support/store-io.js';
 
 // One object per block (EXTENT_BYTES 0) on every backend: test/cleaner/extents.test.ts covers extents.
 const SMALL_CHUNKS = { CHUNK_MIN_SIZE: '4096', CHUNK_AVG_SIZE: '16384', CHUNK_MAX_SIZE: '65536', CLEANER_GRACE_SECONDS: '0', EXTENT_BYTES: '0' };
@@ -219,36 +219,6 @@ describe.each(BACKENDS)('cleaner on $name', ({ blobs, meta }) => {
 
   it('never loses a referenced block while uploads sharing blocks race repeated passes (grace 0)', { timeout: 120_000 }, async () => {
     const pieces = Array.from({ length: 6 }, (_, i) => pseudoRandom(PIECE, 1000 + i));
-    const dir = `race-${uid()}`;
-    const expected = new Map<string, Buffer>();
-    let version = T0;
-    let retries = 0;
-    const pick = () => pieces[Math.floor(Math.random() * pieces.length)];
-
-    const writer = async (w: number) => {
-      for (let i = 0; i < 12; i++) {
-        const path = `${dir}/w${w}-${i % 3}`;
-        const data = Buffer.concat([pick(), pick(), randomBytes(512)]);
-        for (;;) {
-          try {
-            const v = ++version;
-            await putFile(h, path, data, v);
-            expected.set(path, data);
-            break;
-          } catch (err) {
-            if (err instanceof AppError && err.status === 503) {
-              retries++;
-              continue;
-            }
-            throw err;
-          }
-        }
-        if (i % 4 === 3) {
-          await h.runtime.store.delete(path, ++version);
-          expected.delete(path);
-        }
-      }
-    };
     let passes = 0;
     let writing = true;
     const collector = async () => {
@@ -259,7 +229,7 @@ describe.each(BACKENDS)('cleaner on $name', ({ blobs, meta }) => {
       }
     };
     const col = collector();
-    await Promise.all([0, 1, 2, 3].map(writer));
+    const { expected, retries } = await racingWriters(h, { dir: `race-${uid()}`, pieces, rounds: 12, version: T0 });
     writing = false;
     await col;
     await h.runtime.cleaner.run({ fullScan: true });

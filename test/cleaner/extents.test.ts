@@ -22,7 +22,7 @@ import { blockKey, extentKey } from '../../src/store/keys.js';
 import { pseudoRandom, sha256, uid } from '../support/ft.js';
 import { BACKENDS, makeHarness, type Harness } from '../support/harness.js';
 import { checkConsistency, CONSISTENT } from '../support/recount.js';
-import { listKeys as listBlobKeys, putFile, readFile } from '../support/store-io.js';
+import { listKeys as listBlobKeys, putFile, racingWriters, readFile } from '../support/store-io.js';
 
 const EXTENT_BYTES = 131_072;
 // No block cache: every read-back below goes to the blob store, so a lost extent cannot hide.
@@ -52,12 +52,12 @@ async function extentsOf(h: Harness, contentHash: string): Promise<string[]> {
 
 const sorted = (ids: Iterable<string>) => [...ids].map(extentKey).sort();
 
-/** A cut near the middle of `blocks` between two blocks of one extent: k blocks (prefix bytes) before it. */
-function cutInsideExtent(blocks: BlockRef[]): { k: number; split: string; prefix: number } {
+/** A cut near the middle of `blocks` between two blocks of one extent: the k blocks before it. */
+function cutInsideExtent(blocks: BlockRef[]): number {
   let k = Math.floor(blocks.length / 2);
   while (k < blocks.length - 1 && blocks[k - 1].extent !== blocks[k].extent) k++;
   expect(blocks[k - 1].extent).toBe(blocks[k].extent);
-  return { k, split: blocks[k].extent!, prefix: blocks.slice(0, k).reduce((s, x) => s + x.size, 0) };
+  return k;
 }
 
 describe.each(BACKENDS)('cleaner with extents on $name', ({ blobs, meta }) => {
@@ -71,6 +71,23 @@ describe.each(BACKENDS)('cleaner with extents on $name', ({ blobs, meta }) => {
   });
 
   const exists = async (key: string) => (await h.runtime.blobs.head(key)) !== null;
+
+  /**
+   * A (640 KiB random) stored, then B: A's first k blocks (`cutAt` picks k; `prefix` bytes) and
+   * `tail` new bytes, so that B reuses those blocks where A's upload stored them.
+   */
+  async function aThenB(cutAt: (aBlocks: BlockRef[]) => number | Promise<number>, tail: number) {
+    const a = randomBytes(640 * KiB);
+    const aPath = `a-${uid()}`;
+    await putFile(h, aPath, a);
+    const aBlocks = await h.runtime.meta.getContentBlocks(sha256(a));
+    const k = await cutAt(aBlocks);
+    const prefix = aBlocks.slice(0, k).reduce((s, x) => s + x.size, 0);
+    const b = Buffer.concat([a.subarray(0, prefix), randomBytes(tail)]);
+    const bPath = `b-${uid()}`;
+    await putFile(h, bPath, b);
+    return { a, aPath, aBlocks, k, prefix, b, bPath };
+  }
 
   it("packs an upload's new blocks, in content order, into a few extents and no block objects", async () => {
     const data = randomBytes(600 * KiB);
@@ -144,15 +161,9 @@ describe.each(BACKENDS)('cleaner with extents on $name', ({ blobs, meta }) => {
   });
 
   it("keeps a partly dead extent whole for the blocks another content reuses, and frees A's own", async () => {
-    const a = randomBytes(640 * KiB);
-    const aPath = `a-${uid()}`;
-    await putFile(h, aPath, a);
-    const aBlocks = await h.runtime.meta.getContentBlocks(sha256(a));
     // Cut B's shared prefix between two blocks of one extent, so that extent ends up partly dead.
-    const { k, split, prefix } = cutInsideExtent(aBlocks);
-    const b = Buffer.concat([a.subarray(0, prefix), randomBytes(300 * KiB)]);
-    const bPath = `b-${uid()}`;
-    await putFile(h, bPath, b);
+    const { a, aPath, aBlocks, k, b, bPath } = await aThenB(cutInsideExtent, 300 * KiB);
+    const split = aBlocks[k].extent!;
 
     const bBlocks = await h.runtime.meta.getContentBlocks(sha256(b));
     expect(bBlocks.slice(0, k).map((x) => x.hash)).toEqual(aBlocks.slice(0, k).map((x) => x.hash));
@@ -200,16 +211,10 @@ describe.each(BACKENDS)('cleaner with extents on $name', ({ blobs, meta }) => {
   });
 
   it('a commit reusing a block the cleaner dropped from a partly dead extent fails with a 503; its retry stores it anew', async () => {
-    const a = randomBytes(640 * KiB);
-    const aPath = `a-${uid()}`;
-    await putFile(h, aPath, a);
-    const aBlocks = await h.runtime.meta.getContentBlocks(sha256(a));
     // Cut B's shared prefix between two blocks of one extent, so that extent ends up partly dead.
-    const { k, split, prefix } = cutInsideExtent(aBlocks);
     // B keeps A's first k blocks, and so the split extent, alive.
-    const bPath = `b-${uid()}`;
-    const b = Buffer.concat([a.subarray(0, prefix), randomBytes(100 * KiB)]);
-    await putFile(h, bPath, b);
+    const { a, aPath, aBlocks, k, prefix, b, bPath } = await aThenB(cutInsideExtent, 100 * KiB);
+    const split = aBlocks[k].extent!;
     // C is A from block k on: A's blocks k.. (the last, cut by A's end, aside) are reused, and
     // block k has no object of its own: it is a segment of the split extent.
     const head = a.subarray(prefix);
@@ -297,24 +302,19 @@ describe.each(BACKENDS)('cleaner with extents on $name', ({ blobs, meta }) => {
    * 40% of; A deleted and collected, so that extent is mostly dead.
    */
   async function mostlyDeadExtent() {
-    const a = randomBytes(640 * KiB);
-    const aPath = `a-${uid()}`;
-    await putFile(h, aPath, a);
-    const aBlocks = await h.runtime.meta.getContentBlocks(sha256(a));
-    let cut = -1;
-    for (let i = 0; i < aBlocks.length - 2 && cut < 0; i++) {
-      const e = aBlocks[i].extent!;
-      if (i > 0 && aBlocks[i - 1].extent === e) continue; // the extent's first block
-      const size = (await h.runtime.blobs.head(extentKey(e)))!.size;
-      if (aBlocks[i + 1].extent === e && aBlocks[i].storedSize <= 0.4 * size) cut = i + 1;
-    }
-    expect(cut).toBeGreaterThan(0);
-    const extent = aBlocks[cut - 1].extent!;
-    const prefix = aBlocks.slice(0, cut).reduce((s, x) => s + x.size, 0);
-    const b = Buffer.concat([a.subarray(0, prefix), randomBytes(300 * KiB)]);
-    const bPath = `b-${uid()}`;
-    await putFile(h, bPath, b);
-    const shared = aBlocks.slice(0, cut).filter((x) => x.extent === extent);
+    // The cut: after the first block of an extent that this one block fills at most 40% of.
+    const afterSmallFirstBlock = async (blocks: BlockRef[]) => {
+      for (let i = 0; i < blocks.length - 2; i++) {
+        const e = blocks[i].extent!;
+        if (i > 0 && blocks[i - 1].extent === e) continue; // the extent's first block
+        const size = (await h.runtime.blobs.head(extentKey(e)))!.size;
+        if (blocks[i + 1].extent === e && blocks[i].storedSize <= 0.4 * size) return i + 1;
+      }
+      throw new Error('no extent whose first block fills at most 40% of it');
+    };
+    const { aPath, aBlocks, k, b, bPath } = await aThenB(afterSmallFirstBlock, 300 * KiB);
+    const extent = aBlocks[k - 1].extent!;
+    const shared = aBlocks.slice(0, k).filter((x) => x.extent === extent);
     expect(await h.runtime.store.delete(aPath, T0 + 1)).toBe('deleted');
     await h.runtime.cleaner.run(); // A's own blocks go; the mostly dead extent stays whole
     const size = (await h.runtime.blobs.head(extentKey(extent)))!.size;
@@ -427,35 +427,6 @@ describe.each(BACKENDS)('cleaner with extents on $name', ({ blobs, meta }) => {
   it('never loses a referenced block while uploads sharing blocks race repeated passes and full scans (grace 0)', async () => {
     const PIECE = 96 * KiB;
     const pieces = Array.from({ length: 6 }, (_, i) => pseudoRandom(PIECE, 2000 + i));
-    const dir = `race-${uid()}`;
-    const expected = new Map<string, Buffer>();
-    let version = T0;
-    let retries = 0;
-    const pick = () => pieces[Math.floor(Math.random() * pieces.length)];
-
-    const writer = async (w: number) => {
-      for (let i = 0; i < 16; i++) {
-        const path = `${dir}/w${w}-${i % 3}`;
-        const data = Buffer.concat([pick(), pick(), randomBytes(512)]);
-        for (;;) {
-          try {
-            await putFile(h, path, data, ++version);
-            expected.set(path, data);
-            break;
-          } catch (err) {
-            if (err instanceof AppError && err.code === 'UNAVAILABLE' && retries < 500) {
-              retries++;
-              continue;
-            }
-            throw err;
-          }
-        }
-        if (i % 4 === 3) {
-          await h.runtime.store.delete(path, ++version);
-          expected.delete(path);
-        }
-      }
-    };
     let passes = 0;
     let fullScans = 0;
     let rewritten = 0;
@@ -477,12 +448,10 @@ describe.each(BACKENDS)('cleaner with extents on $name', ({ blobs, meta }) => {
       }
     };
     const col = collector();
-    try {
-      await Promise.all([0, 1, 2, 3].map(writer));
-    } finally {
+    const { expected, retries } = await racingWriters(h, { dir: `race-${uid()}`, pieces, rounds: 16, version: T0 }).finally(async () => {
       writing = false;
       await col;
-    }
+    });
     await h.runtime.cleaner.run({ fullScan: true });
     await h.runtime.cleaner.run(); // deletes what that full scan's compaction retired
 

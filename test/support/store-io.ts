@@ -1,8 +1,10 @@
 // Storing, reading and listing through a harness's runtime directly (no HTTP): the helpers the
 // cleaner, fsck and fault tests share.
+import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { gunzipSync } from 'node:zlib';
 import type { BlobStore } from '../../src/blobs/blob-store.js';
+import { AppError } from '../../src/errors.js';
 import type { Harness } from './harness.js';
 
 /** Stores `data` (sent plain) at `path` through the file store. */
@@ -25,4 +27,44 @@ export async function listKeys(blobs: BlobStore, prefix: string): Promise<string
   const keys: string[] = [];
   for await (const info of blobs.list(prefix)) keys.push(info.key);
   return keys.sort();
+}
+
+/**
+ * Four writers, each storing `rounds` files under `dir` made of two of `pieces` (so they share
+ * blocks) and deleting every fourth, retrying an upload the cleaner's guard refused (a 503, UNAVAILABLE)
+ * (at most 500 retries in all). Resolves with the files that should stand and the retry count.
+ */
+export async function racingWriters(
+  h: Harness,
+  o: { dir: string; pieces: Buffer[]; rounds: number; version: number },
+): Promise<{ expected: Map<string, Buffer>; retries: number }> {
+  const expected = new Map<string, Buffer>();
+  let version = o.version;
+  let retries = 0;
+  const pick = () => o.pieces[Math.floor(Math.random() * o.pieces.length)];
+  const writer = async (w: number) => {
+    for (let i = 0; i < o.rounds; i++) {
+      const path = `${o.dir}/w${w}-${i % 3}`;
+      const data = Buffer.concat([pick(), pick(), randomBytes(512)]);
+      for (;;) {
+        try {
+          await putFile(h, path, data, ++version);
+          expected.set(path, data);
+          break;
+        } catch (err) {
+          if (err instanceof AppError && err.code === 'UNAVAILABLE' && retries < 500) {
+            retries++;
+            continue;
+          }
+          throw err;
+        }
+      }
+      if (i % 4 === 3) {
+        await h.runtime.store.delete(path, ++version);
+        expected.delete(path);
+      }
+    }
+  };
+  await Promise.all([0, 1, 2, 3].map(writer));
+  return { expected, retries };
 }
