@@ -113,8 +113,8 @@ export class ExtentWriter {
   }
 }
 
-/** Where a block's segment lies: all planRuns needs of a block. */
-type Placed = Pick<BlockRef, 'storedSize' | 'extent' | 'offset'>;
+/** Where a block is stored: its segment's length and, in an extent, its place (all planRuns needs of a block). */
+export type Placed = Pick<BlockRef, 'storedSize' | 'extent' | 'offset'>;
 
 /** Consecutive blocks read with one request: one block object, or a stretch of an extent. */
 export interface Run<B extends Placed = BlockRef> {

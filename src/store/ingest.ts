@@ -14,7 +14,7 @@ import { Semaphore } from '../util/semaphore.js';
 import { createChunkerStream, type ChunkerParams } from './chunker.js';
 import { combineCrcs } from './gzip-member.js';
 import { blockKey } from './keys.js';
-import { ExtentWriter } from './extent.js';
+import { ExtentWriter, type Placed } from './extent.js';
 import { compressSegment } from './segment.js';
 import { deflateSmall, readSingleMember, wholeMember, type SmallContent } from './small-member.js';
 
@@ -64,9 +64,6 @@ export function readsWhole(bodyLength: number | undefined): bodyLength is number
 const GUNZIP_CHUNK = 1_048_576;
 
 const sha256hex = (data: Buffer) => createHash('sha256').update(data).digest('hex');
-
-/** Where a block of this upload is stored: its segment's length and, in an extent, its place. */
-type Placed = Pick<BlockRef, 'storedSize' | 'extent' | 'offset'>;
 
 /** Writes the blocks of one upload that the store lacks, remembering what it did. */
 class BlockWriter {
