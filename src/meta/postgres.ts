@@ -44,11 +44,26 @@ export function createPgPool(o: PostgresOptions, max = o.maxConnections): pg.Poo
   return pool;
 }
 
+/** PostgreSQL's unique_violation and duplicate_schema error codes. */
+const ALREADY_THERE = new Set(['23505', '42P06']);
+
+/**
+ * `create schema if not exists` is not atomic: instances starting together on a new schema can
+ * both pass the check, and the loser fails on the catalog's unique index. Losing that race is fine.
+ */
+async function createSchema(admin: pg.Pool, schema: string): Promise<void> {
+  try {
+    await admin.query(`create schema if not exists "${schema.replace(/"/g, '""')}"`);
+  } catch (err) {
+    if (!ALREADY_THERE.has((err as { code?: string }).code ?? '')) throw err;
+  }
+}
+
 export async function openPostgres(o: PostgresOptions): Promise<Kysely<Database>> {
   if (o.schema) {
     const admin = createPgPool({ ...o, schema: undefined }, 1);
     try {
-      await admin.query(`create schema if not exists "${o.schema.replace(/"/g, '""')}"`);
+      await createSchema(admin, o.schema);
     } finally {
       await admin.end();
     }
