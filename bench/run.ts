@@ -290,7 +290,7 @@ async function main(): Promise<void> {
     dirty,
     mode: quick ? 'quick' : 'full',
     machine,
-    settings: { ...S, sections: SECTIONS.filter(enabled), server: opts.tsx ? 'node --import tsx src/cli/main.ts' : 'tsc build (node dist/src/cli/main.js, as npm start)', rows: MATRIX.map((m) => m.name) },
+    settings: { ...S, sections: SECTIONS.filter(enabled), server: opts.tsx ? 'node --import tsx src/cli/main.ts' : 'tsc build (node --no-concurrent-marking dist/src/cli/main.js, as npm start)', rows: MATRIX.map((m) => m.name) },
     peers,
     small,
     smallPeakRss,

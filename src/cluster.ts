@@ -14,6 +14,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry, type Registry } from 'prom-client';
 import type { Config } from './config/config.js';
 import { moduleLogger } from './log.js';
+import { SERVER_NODE_FLAGS } from './node-flags.js';
 
 const WORKER_ENV = 'S3DEDUP_WORKER_INDEX';
 /** How long the primary waits for the workers' metrics before answering with those it has. */
@@ -29,15 +30,17 @@ const RESPAWN_DELAY_MS = 1_000;
 const WORKER_SEMI_SPACE_MB = 4;
 
 /**
- * The node flags a worker starts with: the primary's own, plus WORKER_SEMI_SPACE_MB unless the
- * operator set a semi-space already (in the flags or in NODE_OPTIONS).
+ * The node flags a worker starts with: the primary's own, the server's (SERVER_NODE_FLAGS) that
+ * the primary was started without, and WORKER_SEMI_SPACE_MB unless the operator set a semi-space
+ * already (in the flags or in NODE_OPTIONS).
  *
  * @example
- * workerExecArgv(['--import', 'tsx'], ''); // ['--import', 'tsx', '--max-semi-space-size=4']
+ * workerExecArgv(['--import', 'tsx'], ''); // ['--import', 'tsx', '--no-concurrent-marking', '--max-semi-space-size=4']
  */
 export function workerExecArgv(execArgv: readonly string[], nodeOptions = ''): string[] {
+  const flags = [...execArgv, ...SERVER_NODE_FLAGS.filter((f) => !execArgv.includes(f))];
   const given = [...execArgv, ...nodeOptions.split(/\s+/)].some((a) => /^--max[-_]semi[-_]space[-_]size(=|$)/.test(a));
-  return given ? [...execArgv] : [...execArgv, `--max-semi-space-size=${WORKER_SEMI_SPACE_MB}`];
+  return given ? flags : [...flags, `--max-semi-space-size=${WORKER_SEMI_SPACE_MB}`];
 }
 
 /** Where GET /metrics reads from: this process's registry, or every worker's through the primary. */

@@ -1,8 +1,9 @@
-// Starts `s3dedup server` as a user would (node --import tsx src/cli/main.ts server) on a free
+// Starts `s3dedup server` as a user would (node --no-concurrent-marking, the tsc build or tsx) on a free
 // loopback port, optionally under `node --cpu-prof`, and stops it with SIGTERM so a profile is
 // written on exit.
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { SERVER_NODE_FLAGS } from '../../src/node-flags.js';
 import { CACHE_DIR, freePort, ROOT, spawnTracked, stopChild, tryRun, waitFor } from './sys.js';
 import type { ChildProcess } from 'node:child_process';
 
@@ -41,7 +42,7 @@ export async function compiledCli(log: (s: string) => void): Promise<string> {
 
 export async function startS3dedup(env: Record<string, string>, opts: { cpuProfDir?: string; compiledMain?: string } = {}): Promise<S3dedupServer> {
   const port = await freePort();
-  const nodeArgs: string[] = [];
+  const nodeArgs: string[] = [...SERVER_NODE_FLAGS]; // as npm start runs it
   if (opts.cpuProfDir) {
     mkdirSync(opts.cpuProfDir, { recursive: true });
     nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`);

@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --no-concurrent-marking
 // The s3dedup command line: `server`, `cleanup`, `fsck`; the migration commands come later.
 import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';

@@ -150,12 +150,13 @@ describe('server with WORKERS=2', () => {
 });
 
 describe('workerExecArgv', () => {
-  it("adds the workers' semi-space to the primary's flags", () => {
-    expect(workerExecArgv(['--import', 'tsx'])).toEqual(['--import', 'tsx', '--max-semi-space-size=4']);
+  it("adds the server's flags and the workers' semi-space to the primary's flags", () => {
+    expect(workerExecArgv(['--import', 'tsx'])).toEqual(['--import', 'tsx', '--no-concurrent-marking', '--max-semi-space-size=4']);
+    expect(workerExecArgv(['--no-concurrent-marking'])).toEqual(['--no-concurrent-marking', '--max-semi-space-size=4']);
   });
 
   it('leaves a semi-space the operator set, in the flags or in NODE_OPTIONS', () => {
-    expect(workerExecArgv(['--max-semi-space-size=32'])).toEqual(['--max-semi-space-size=32']);
-    expect(workerExecArgv([], '--enable-source-maps --max_semi_space_size=8')).toEqual([]);
+    expect(workerExecArgv(['--max-semi-space-size=32'])).toEqual(['--max-semi-space-size=32', '--no-concurrent-marking']);
+    expect(workerExecArgv([], '--enable-source-maps --max_semi_space_size=8')).toEqual(['--no-concurrent-marking']);
   });
 });

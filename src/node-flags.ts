@@ -1,0 +1,19 @@
+// The node flags the server runs with. `npm start`, the s3dedup bin's shebang, the Dockerfile and
+// the bench pass them on the command line (V8 takes them only at start: not from NODE_OPTIONS, and
+// setting them from inside a running process crashes it); a WORKERS primary adds them to each
+// worker. test/config/node-flags.test.ts keeps those places in step with this list.
+
+/**
+ * `--no-concurrent-marking`: V8 marks the old generation on the main thread (incrementally, with
+ * parallel helpers only in the final pause) instead of on its background threads. The server's
+ * heap stays small (12-50 MB), but a large upload passes each byte through about three
+ * short-lived buffers (the socket's read, the block, the stored segment), so V8 starts a
+ * mark-compact about every 40 ms, 23-35 of them per 256 MiB PUT. Their concurrent marking cost
+ * 0.4-0.6 s of CPU per PUT on top of the event loop's 1.0 s, on a 2-core machine that the event
+ * loop, the thread pool and the client share; on the main thread a heap this small takes 1-4 ms
+ * a collection. A 256 MiB random PUT (the bench's client, fresh server and content each time):
+ * 1227-1490 -> 975-1017 ms, server CPU 1.5-1.9 -> 1.1-1.2 s. Young-generation collections stay
+ * parallel: `--single-threaded-gc` gained as much here but cost small GETs about 8%
+ * (bench/README.md, "Garbage collection threads").
+ */
+export const SERVER_NODE_FLAGS: readonly string[] = ['--no-concurrent-marking'];
