@@ -202,9 +202,10 @@ export function toMarkdown(r: BenchResults): string {
 
   if (r.large.length) {
     out.push('## Large files (one streaming request each; MB/s of logical bytes, MB = 10^6 B)', '');
-    out.push('| target | data | body sent | op | MB/s | seconds | wire MB | server peak RSS MB | read back |', '|---|---|---|---|---:|---:|---:|---:|---|');
+    out.push('Rows measured on several fresh servers give the median MB/s and seconds, each run\'s MB/s, and the highest peak memory of the runs.', '');
+    out.push('| target | data | body sent | op | MB/s | runs, MB/s | seconds | wire MB | server peak RSS MB | read back |', '|---|---|---|---|---:|---|---:|---:|---:|---|');
     for (const l of r.large) {
-      out.push(`| ${l.target} | ${l.data} ${f0(l.sizeBytes / 2 ** 20)} MiB | ${l.body} | ${l.op} | ${l.error ? `error: ${l.error.replace(/\|/g, '/')}` : f0(l.mbps)} | ${f2(l.seconds)} | ${f1(mbOf(l.wireBytes))} | ${f0(mbOf(l.peakRssBytes))}${l.peakPssBytes ? ` (PSS ${f0(mbOf(l.peakPssBytes))})` : ''} | ${l.verified === null ? '-' : l.verified ? 'ok' : '**mismatch**'} |`);
+      out.push(`| ${l.target} | ${l.data} ${f0(l.sizeBytes / 2 ** 20)} MiB | ${l.body} | ${l.op} | ${l.error ? `error: ${l.error.replace(/\|/g, '/')}` : f0(l.mbps)} | ${l.runsMbps ? l.runsMbps.map(f0).join(', ') : '-'} | ${f2(l.seconds)} | ${f1(mbOf(l.wireBytes))} | ${f0(mbOf(l.peakRssBytes))}${l.peakPssBytes ? ` (PSS ${f0(mbOf(l.peakPssBytes))})` : ''} | ${l.verified === null ? '-' : l.verified ? 'ok' : '**mismatch**'} |`);
     }
     out.push('');
   }
@@ -248,7 +249,7 @@ export function toMarkdown(r: BenchResults): string {
   out.push(
     '- Everything runs on this machine over loopback: the servers, moto_server as the S3 endpoint, wrk (one thread) as the small-file load generator, and a Node client in its own process for large files.',
     '- Small files: each PUT stores a new path and a content new to the server (the next of a pool of distinct 4 KiB text files, compressed with gzip -9; a PUT of a content already stored would skip its compression and write), sent with SHA256-Checksum and Logical-Size as the Filetracker client does, the version in `?last_modified=`. GETs read random files among those stored before the run. A warm-up run precedes each series.',
-    '- Large files: random bytes are sent plain (the client with compress_hint=False), text as gzip -9 with hints. MB/s counts logical bytes. Peak RSS: s3dedup is one process, its VmHWM is reset before each request (/proc/PID/clear_refs); multi-process servers (s3dedup with WORKERS > 1, Filetracker\'s gunicorn master + gevent workers) and moto are sampled every 100 ms as the summed RSS of their process tree and, beside it, the summed PSS (/proc/PID/smaps_rollup), which counts a page shared by several processes once.',
+    `- Large files: random bytes are sent plain (the client with compress_hint=False), text as gzip -9 with hints. MB/s counts logical bytes. The rows the large-file targets are checked on (${[MAIN, MAIN_S3, DIRECT_S3].join(', ')}) are measured on ${r.settings.largeRuns ?? 1} fresh servers each (a PUT must bring content new to its server) and give the median; one sample of a 256 MiB transfer varies by 20-30% on a small VM. Peak RSS: s3dedup is one process, its VmHWM is reset before each request (/proc/PID/clear_refs); multi-process servers (s3dedup with WORKERS > 1, Filetracker's gunicorn master + gevent workers) and moto are sampled every 100 ms as the summed RSS of their process tree and, beside it, the summed PSS (/proc/PID/smaps_rollup), which counts a page shared by several processes once.`,
     '- Direct S3: the same requests sent to moto with plain HTTP (no signing cost, moto does not check signatures), so the proxy overhead ratio is conservative.',
     '- Dedup: stored bytes are the apparent sizes of all blob files (blocks, maps, descriptor) plus the SQLite file with its WAL; restic is `du -sb` of the repository (apparent bytes); whole-file dedup sums `gzip -6` of the distinct tars. Blocks per file is computed with the same FastCDC code on the tars.',
     '',
