@@ -19,6 +19,9 @@ export function advisoryLockId(key: string): string {
 }
 
 export class PostgresLockManager implements LockManager {
+  /** lock_timeout each pooled session has now: set once, not before every lock (a round trip each). */
+  private readonly sessionTimeout = new WeakMap<pg.PoolClient, number>();
+
   constructor(
     private readonly pool: pg.Pool,
     private readonly defaultTimeoutMs = 30_000,
@@ -36,7 +39,11 @@ export class PostgresLockManager implements LockManager {
     const taken: string[] = [];
     let broken = false;
     try {
-      await client.query(`set lock_timeout = ${Math.max(1, Math.floor(timeoutMs))}`);
+      const ms = Math.max(1, Math.floor(timeoutMs));
+      if (this.sessionTimeout.get(client) !== ms) {
+        await client.query(`set lock_timeout = ${ms}`);
+        this.sessionTimeout.set(client, ms);
+      }
       for (const { key, id } of ids) {
         if (options.signal?.aborted) throw new AppError('CLIENT_ABORTED', 'request aborted while waiting for a lock');
         try {

@@ -20,6 +20,7 @@ import { isPostgres } from './dialect.js';
 import { DEFAULT_FILE_CACHE_SIZE, fileForRead, fileRow, n, retryable } from './file-for-read.js';
 import type { Database } from './schema.js';
 import { rawSqlite, sqliteFilesReleased } from './sqlite.js';
+import { PgCommit } from './pg-commit.js';
 import { PgReads, pgPool } from './pg-reads.js';
 import { SqliteHotPath } from './sqlite-hot-path.js';
 
@@ -91,6 +92,8 @@ export class MetadataStore {
   private readonly hot: SqliteHotPath | undefined;
   /** Named prepared statements for the per-request reads when `db` is a pool openPostgres opened. */
   private readonly pgReads: PgReads | undefined;
+  /** The upload's commit as one function call, on the same pool. */
+  private readonly pgCommit: PgCommit | undefined;
 
   /**
    * @param options.fileCacheSize SQLite only: file lookups kept in memory for repeated GETs,
@@ -105,6 +108,7 @@ export class MetadataStore {
     this.hot = raw && new SqliteHotPath(raw, db, options.fileCacheSize ?? DEFAULT_FILE_CACHE_SIZE);
     const pool = pgPool(db);
     this.pgReads = pool && new PgReads(pool);
+    this.pgCommit = pool && new PgCommit(pool, GC_BARRIER_ID);
   }
 
   async getFile(path: string): Promise<FileWithContent | null> {
@@ -209,6 +213,7 @@ export class MetadataStore {
    */
   async commitPut(path: string, version: number, content: ContentRecord, guard: CommitGuard): Promise<PutOutcome> {
     if (this.hot) return this.hot.commitPut(path, version, content, guard);
+    if (this.pgCommit) return this.pgCommit.commitPut(path, version, content, guard);
     return this.db.transaction().execute(async (tx) => {
       await this.gcBarrier(tx, 'shared');
       const existing = await tx.selectFrom('files').select(['version', 'content_hash']).where('path', '=', path).executeTakeFirst();

@@ -1,17 +1,20 @@
 // Runs the schema migrations of migrations/ at start. The list is static so the compiled build
 // and tsx see the same set without scanning a directory.
-import { Migrator, PostgresAdapter, sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
+import { Migrator, sql, type Kysely, type Migration, type MigrationProvider } from 'kysely';
 import * as m0001 from '../../migrations/0001_initial.js';
 import * as m0002 from '../../migrations/0002_gc_log.js';
 import * as m0003 from '../../migrations/0003_extents.js';
 import * as m0004 from '../../migrations/0004_retired_extents.js';
+import * as m0005 from '../../migrations/0005_pg_commit_put.js';
 import { moduleLogger } from '../log.js';
+import { isPostgres } from './dialect.js';
 
 const MIGRATIONS: Record<string, Migration> = {
   '0001_initial': m0001,
   '0002_gc_log': m0002,
   '0003_extents': m0003,
   '0004_retired_extents': m0004,
+  '0005_pg_commit_put': m0005,
 };
 
 class StaticProvider implements MigrationProvider {
@@ -26,7 +29,7 @@ class StaticProvider implements MigrationProvider {
  * it never creates them in this one (a second s3dedup schema in one database failed to migrate).
  */
 async function postgresSchema(db: Kysely<any>): Promise<string | undefined> {
-  if (!(db.getExecutor().adapter instanceof PostgresAdapter)) return undefined;
+  if (!isPostgres(db)) return undefined;
   const { rows } = await sql<{ schema: string }>`select current_schema() as schema`.execute(db);
   return rows[0]?.schema;
 }

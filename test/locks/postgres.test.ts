@@ -72,4 +72,33 @@ describe('PostgresLockManager', () => {
     })).rejects.toThrow('boom');
     expect(await b.withLocks([key], async () => 'free')).toBe('free');
   });
+
+  it("sets each pooled session's lock_timeout once, and again when a call asks for another", async () => {
+    const one = new PostgresLockManager(createPgPool({ ...pgFromInject(), maxConnections: 1 }), 60_000);
+    try {
+      const key = `path:timeout-${uid()}`;
+      const timeout = async () => (await one['pool'].query<{ lock_timeout: string }>('show lock_timeout')).rows[0].lock_timeout;
+      expect(await one.withLocks([key], async () => 'first')).toBe('first');
+      expect(await timeout()).toBe('1min'); // the same session, its lock_timeout kept
+      let release!: () => void;
+      const held = new Promise<void>((r) => (release = r));
+      let entered!: () => void;
+      const inside = new Promise<void>((r) => (entered = r));
+      const holder = a.withLocks([key], async () => {
+        entered();
+        await held;
+      });
+      await inside;
+      const started = Date.now();
+      const err = await one.withLocks([key], async () => 'never', { timeoutMs: 150 }).catch((e) => e);
+      expect((err as AppError).message).toMatch(/timed out after 150 ms/);
+      expect(Date.now() - started).toBeLessThan(5_000);
+      release();
+      await holder;
+      expect(await one.withLocks([key], async () => 'default again')).toBe('default again');
+      expect(await timeout()).toBe('1min');
+    } finally {
+      await one.close();
+    }
+  });
 });
