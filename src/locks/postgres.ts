@@ -18,6 +18,9 @@ export function advisoryLockId(key: string): string {
   return digest.readBigInt64BE(0).toString();
 }
 
+const LOCK = 'select pg_advisory_lock(id) from unnest($1::bigint[]) as id';
+const UNLOCK = 'select pg_advisory_unlock(id) from unnest($1::bigint[]) as id';
+
 export class PostgresLockManager implements LockManager {
   /** lock_timeout each pooled session has now: set once, not before every lock (a round trip each). */
   private readonly sessionTimeout = new WeakMap<pg.PoolClient, number>();
@@ -29,14 +32,15 @@ export class PostgresLockManager implements LockManager {
 
   async withLocks<T>(keys: string[], fn: () => Promise<T>, options: LockOptions = {}): Promise<T> {
     const timeoutMs = options.timeoutMs ?? this.defaultTimeoutMs;
-    const ids = [...new Set(keys)].map((k) => ({ key: k, id: advisoryLockId(k) }));
+    const distinct = [...new Set(keys)];
+    const ids = distinct.map(advisoryLockId);
     let client: pg.PoolClient;
     try {
       client = await this.pool.connect();
     } catch (err) {
       throw new AppError('UNAVAILABLE', `lock database unavailable: ${(err as Error).message}`, { cause: err });
     }
-    const taken: string[] = [];
+    let held = false;
     let broken = false;
     try {
       const ms = Math.max(1, Math.floor(timeoutMs));
@@ -44,25 +48,25 @@ export class PostgresLockManager implements LockManager {
         await client.query(`set lock_timeout = ${ms}`);
         this.sessionTimeout.set(client, ms);
       }
-      for (const { key, id } of ids) {
-        if (options.signal?.aborted) throw new AppError('CLIENT_ABORTED', 'request aborted while waiting for a lock');
-        try {
-          await client.query('select pg_advisory_lock($1::bigint)', [id]);
-        } catch (err) {
-          if ((err as { code?: string }).code === '55P03') {
-            throw new AppError('LOCK_TIMEOUT', `timed out after ${timeoutMs} ms waiting for lock ${key}`, { cause: err });
-          }
-          throw err;
+      if (options.signal?.aborted) throw new AppError('CLIENT_ABORTED', 'request aborted while waiting for a lock');
+      try {
+        // All of them in one round trip, taken in the order given (unnest keeps the array's order).
+        await client.query({ name: 's3dedup_lock', text: LOCK, values: [ids] });
+      } catch (err) {
+        broken = true; // the first of them may be held: closing the session releases it
+        if ((err as { code?: string }).code === '55P03') {
+          throw new AppError('LOCK_TIMEOUT', `timed out after ${timeoutMs} ms waiting for lock ${distinct.join(', ')}`, { cause: err });
         }
-        taken.push(id);
+        throw err;
       }
+      held = true;
       return await fn();
     } catch (err) {
-      if (!(err instanceof AppError)) broken = isConnectionError(err);
+      if (!(err instanceof AppError) && isConnectionError(err)) broken = true;
       throw err;
     } finally {
       try {
-        for (const id of taken.reverse()) await client.query('select pg_advisory_unlock($1::bigint)', [id]);
+        if (held && !broken) await client.query({ name: 's3dedup_unlock', text: UNLOCK, values: [ids] });
       } catch {
         broken = true; // closing the session releases whatever it still holds
       }

@@ -101,4 +101,24 @@ describe('PostgresLockManager', () => {
       await one.close();
     }
   });
+
+  it('takes several keys in one call and, when one of them times out, holds none of them', async () => {
+    const [first, second] = [`path:multi-${uid()}`, `content:multi-${uid()}`];
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    let entered!: () => void;
+    const inside = new Promise<void>((r) => (entered = r));
+    const holder = a.withLocks([second], async () => {
+      entered();
+      await held;
+    });
+    await inside;
+    const err = await b.withLocks([first, second], async () => 'never', { timeoutMs: 150 }).catch((e) => e);
+    expect((err as AppError).message).toMatch(/timed out after 150 ms waiting for lock .*multi/);
+    // The first key, taken before the second timed out, was released with the session.
+    expect(await a.withLocks([first], async () => 'free', { timeoutMs: 2_000 })).toBe('free');
+    release();
+    await holder;
+    expect(await b.withLocks([first, second], async () => 'both')).toBe('both');
+  });
 });
