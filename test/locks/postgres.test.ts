@@ -7,6 +7,25 @@ import { advisoryLockId, PostgresLockManager } from '../../src/locks/postgres.js
 import { uid } from '../support/ft.js';
 import { pgFromInject } from '../support/s3-client.js';
 
+/** Holds `key` through `m` until release() is called; resolves once it is held. */
+async function holdLock(m: PostgresLockManager, key: string): Promise<{ release(): Promise<void> }> {
+  let release!: () => void;
+  const held = new Promise<void>((r) => (release = r));
+  let entered!: () => void;
+  const inside = new Promise<void>((r) => (entered = r));
+  const holder = m.withLocks([key], async () => {
+    entered();
+    await held;
+  });
+  await inside;
+  return {
+    release: async () => {
+      release();
+      await holder;
+    },
+  };
+}
+
 describe('PostgresLockManager', () => {
   let a: PostgresLockManager;
   let b: PostgresLockManager;
@@ -52,21 +71,12 @@ describe('PostgresLockManager', () => {
 
   it('answers LOCK_TIMEOUT (503) when the wait exceeds the timeout, and releases on error', async () => {
     const key = `content:lock-${uid()}`;
-    let release!: () => void;
-    const held = new Promise<void>((r) => (release = r));
-    let entered!: () => void;
-    const inside = new Promise<void>((r) => (entered = r));
-    const holder = a.withLocks([key], async () => {
-      entered();
-      await held;
-    });
-    await inside;
+    const holder = await holdLock(a, key);
     const err = await b.withLocks([key], async () => 'never', { timeoutMs: 200 }).catch((e) => e);
     expect(err).toBeInstanceOf(AppError);
     expect((err as AppError).status).toBe(503);
     expect((err as AppError).message).toMatch(/timed out after 200 ms/);
-    release();
-    await holder;
+    await holder.release();
     await expect(a.withLocks([key], async () => {
       throw new Error('boom');
     })).rejects.toThrow('boom');
@@ -80,21 +90,12 @@ describe('PostgresLockManager', () => {
       const timeout = async () => (await one['pool'].query<{ lock_timeout: string }>('show lock_timeout')).rows[0].lock_timeout;
       expect(await one.withLocks([key], async () => 'first')).toBe('first');
       expect(await timeout()).toBe('1min'); // the same session, its lock_timeout kept
-      let release!: () => void;
-      const held = new Promise<void>((r) => (release = r));
-      let entered!: () => void;
-      const inside = new Promise<void>((r) => (entered = r));
-      const holder = a.withLocks([key], async () => {
-        entered();
-        await held;
-      });
-      await inside;
+      const holder = await holdLock(a, key);
       const started = Date.now();
       const err = await one.withLocks([key], async () => 'never', { timeoutMs: 150 }).catch((e) => e);
       expect((err as AppError).message).toMatch(/timed out after 150 ms/);
       expect(Date.now() - started).toBeLessThan(5_000);
-      release();
-      await holder;
+      await holder.release();
       expect(await one.withLocks([key], async () => 'default again')).toBe('default again');
       expect(await timeout()).toBe('1min');
     } finally {
@@ -104,21 +105,12 @@ describe('PostgresLockManager', () => {
 
   it('takes several keys in one call and, when one of them times out, holds none of them', async () => {
     const [first, second] = [`path:multi-${uid()}`, `content:multi-${uid()}`];
-    let release!: () => void;
-    const held = new Promise<void>((r) => (release = r));
-    let entered!: () => void;
-    const inside = new Promise<void>((r) => (entered = r));
-    const holder = a.withLocks([second], async () => {
-      entered();
-      await held;
-    });
-    await inside;
+    const holder = await holdLock(a, second);
     const err = await b.withLocks([first, second], async () => 'never', { timeoutMs: 150 }).catch((e) => e);
     expect((err as AppError).message).toMatch(/timed out after 150 ms waiting for lock .*multi/);
     // The first key, taken before the second timed out, was released with the session.
     expect(await a.withLocks([first], async () => 'free', { timeoutMs: 2_000 })).toBe('free');
-    release();
-    await holder;
+    await holder.release();
     expect(await b.withLocks([first, second], async () => 'both')).toBe('both');
   });
 });

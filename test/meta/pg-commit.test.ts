@@ -2,7 +2,6 @@
 // migration 0005) leaves the database exactly as the Kysely transaction it stands for: the same
 // commits on two schemas, one store opened through openPostgres (the function) and one through a
 // plain Kysely over its own pool, give the same outcomes, the same failures and the same rows.
-import { createHash } from 'node:crypto';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configureLogger } from '../../src/log.js';
@@ -12,26 +11,17 @@ import { createPgPool, openPostgres } from '../../src/meta/postgres.js';
 import type { Database } from '../../src/meta/schema.js';
 import { blockKey } from '../../src/store/keys.js';
 import { uid } from '../support/ft.js';
+import { contentRecord, hex } from '../support/records.js';
 import { dropSchema } from '../support/postgres.js';
 import { pgFromInject } from '../support/s3-client.js';
 
 configureLogger({ level: 'silent' }); // migrateToLatest logs every migration at info
 
-const hex = (s: string) => createHash('sha256').update(s).digest('hex');
+const content = (name: string, blocks: BlockRef[]) => contentRecord(name, blocks, 4_294_967_295);
 const FRESH: CommitGuard = { startSeq: 0, mapWritten: true };
 
 const inExtent = (i: number): BlockRef => ({ hash: hex(`e${i}`), size: 1000 + i, storedSize: 500 + i, crc32: 4_000_000_000 + i, extent: 'ab'.repeat(16), offset: 600 * i });
 const own = (i: number): BlockRef => ({ hash: hex(`o${i}`), size: 2000 + i, storedSize: 900 + i, crc32: i });
-
-function content(name: string, blocks: BlockRef[]): ContentRecord {
-  return {
-    hash: hex(name),
-    logicalSize: blocks.reduce((s, b) => s + b.size, 0),
-    storedSize: blocks.reduce((s, b) => s + b.storedSize, 0),
-    crc32: 4_294_967_295,
-    blocks,
-  };
-}
 
 type Outcome = PutOutcome | { failed: string; status: number };
 

@@ -1,33 +1,22 @@
 // The PostgreSQL reads as named prepared statements (src/meta/pg-reads.ts) answer exactly what
 // the Kysely queries they stand for answer, on the same database: the same store opened through
 // openPostgres (prepared statements) and through a plain Kysely over its own pool (Kysely).
-import { createHash } from 'node:crypto';
 import { Kysely, PostgresDialect } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configureLogger } from '../../src/log.js';
-import { MetadataStore, type BlockRef, type ContentRecord } from '../../src/meta/metadata-store.js';
+import { MetadataStore, type BlockRef } from '../../src/meta/metadata-store.js';
 import { migrateToLatest } from '../../src/meta/migrate.js';
 import { pgPool } from '../../src/meta/pg-reads.js';
 import { createPgPool, openPostgres } from '../../src/meta/postgres.js';
 import type { Database } from '../../src/meta/schema.js';
 import { uid } from '../support/ft.js';
+import { contentRecord as content, hex } from '../support/records.js';
 import { dropSchema } from '../support/postgres.js';
 import { pgFromInject } from '../support/s3-client.js';
 
 configureLogger({ level: 'silent' });
 
-const hex = (s: string) => createHash('sha256').update(s).digest('hex');
 const FRESH = { startSeq: 0, mapWritten: true };
-
-function content(name: string, blocks: BlockRef[]): ContentRecord {
-  return {
-    hash: hex(name),
-    logicalSize: blocks.reduce((s, b) => s + b.size, 0),
-    storedSize: blocks.reduce((s, b) => s + b.storedSize, 0),
-    crc32: 7,
-    blocks,
-  };
-}
 
 describe('PostgreSQL reads as prepared statements', () => {
   const info = pgFromInject();
