@@ -12,8 +12,9 @@
  * 0.4-0.6 s of CPU per PUT on top of the event loop's 1.0 s, on a 2-core machine that the event
  * loop, the thread pool and the client share; on the main thread a heap this small takes 1-4 ms
  * a collection. A 256 MiB random PUT (the bench's client, fresh server and content each time):
- * 1227-1490 -> 975-1017 ms, server CPU 1.5-1.9 -> 1.1-1.2 s. Young-generation collections stay
- * parallel: `--single-threaded-gc` gained as much here but cost small GETs about 8%
- * (bench/README.md, "Garbage collection threads").
+ * 1227-1490 -> 975-1017 ms, server CPU 1.5-1.9 -> 1.1-1.2 s. The price: collections finish
+ * later, so peaks run some 10-20 MB higher. Young-generation collections stay parallel:
+ * `--single-threaded-gc` gained as much here but cost small GETs about 8% (bench/README.md,
+ * "Garbage collection threads").
  */
 export const SERVER_NODE_FLAGS: readonly string[] = ['--no-concurrent-marking'];
