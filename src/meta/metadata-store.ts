@@ -92,7 +92,7 @@ export class MetadataStore {
   private readonly hot: SqliteHotPath | undefined;
   /** Named prepared statements for the per-request reads when `db` is a pool openPostgres opened. */
   private readonly pgReads: PgReads | undefined;
-  /** The upload's commit as one function call, on the same pool. */
+  /** The upload's and the delete's commits as one function call each, on the same pool. */
   private readonly pgCommit: PgCommit | undefined;
 
   /**
@@ -266,6 +266,7 @@ export class MetadataStore {
   /** Removes `path` unless a strictly newer version stands. */
   async commitDelete(path: string, version: number): Promise<DeleteOutcome> {
     if (this.hot) return this.hot.commitDelete(path, version);
+    if (this.pgCommit) return this.pgCommit.commitDelete(path, version);
     return this.db.transaction().execute(async (tx) => {
       const existing = await tx.selectFrom('files').select(['version', 'content_hash']).where('path', '=', path).executeTakeFirst();
       if (!existing) return 'absent';

@@ -5,7 +5,7 @@ import * as m0001 from '../../migrations/0001_initial.js';
 import * as m0002 from '../../migrations/0002_gc_log.js';
 import * as m0003 from '../../migrations/0003_extents.js';
 import * as m0004 from '../../migrations/0004_retired_extents.js';
-import * as m0005 from '../../migrations/0005_pg_commit_put.js';
+import * as m0005 from '../../migrations/0005_pg_commit_functions.js';
 import { moduleLogger } from '../log.js';
 import { isPostgres } from './dialect.js';
 
@@ -14,7 +14,7 @@ const MIGRATIONS: Record<string, Migration> = {
   '0002_gc_log': m0002,
   '0003_extents': m0003,
   '0004_retired_extents': m0004,
-  '0005_pg_commit_put': m0005,
+  '0005_pg_commit_functions': m0005,
 };
 
 class StaticProvider implements MigrationProvider {

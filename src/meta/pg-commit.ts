@@ -1,11 +1,12 @@
-// An upload's commit on PostgreSQL in one round trip: a call of s3dedup_commit_put (migration
-// 0005), which does in the server what MetadataStore.commitPut does statement by statement
-// through Kysely. A named prepared statement on the pg pool, run outside any transaction: the
-// call is its own transaction, and a failed check (SQLSTATE S3D01) rolls all of it back.
+// An upload's commit and a delete's on PostgreSQL in one round trip each: calls of
+// s3dedup_commit_put and s3dedup_commit_delete (migration 0005), which do in the server what
+// MetadataStore.commitPut and commitDelete do statement by statement through Kysely. Named
+// prepared statements on the pg pool, run outside any transaction: each call is its own
+// transaction, and a failed check (SQLSTATE S3D01) rolls all of it back.
 import type pg from 'pg';
 import { blobKeysOf } from '../store/keys.js';
 import { retryable } from './file-for-read.js';
-import type { BlockRef, CommitGuard, ContentRecord, PutOutcome } from './metadata-store.js';
+import type { BlockRef, CommitGuard, ContentRecord, DeleteOutcome, PutOutcome } from './metadata-store.js';
 
 const COMMIT_PUT = `select r_applied, r_version from s3dedup_commit_put(${Array.from({ length: 19 }, (_, i) => `$${i + 1}`).join(', ')})`;
 
@@ -52,5 +53,14 @@ export class PgCommit {
       if ((err as { code?: string }).code === NOT_PROVEN) throw retryable((err as Error).message);
       throw err;
     }
+  }
+
+  async commitDelete(path: string, version: number): Promise<DeleteOutcome> {
+    const { rows } = await this.pool.query<{ outcome: DeleteOutcome }>({
+      name: 's3dedup_commit_delete',
+      text: 'select s3dedup_commit_delete($1, $2, $3) as outcome',
+      values: [path, version, Date.now()],
+    });
+    return rows[0].outcome;
   }
 }

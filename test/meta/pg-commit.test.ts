@@ -1,11 +1,11 @@
-// The upload's commit on PostgreSQL as one call of s3dedup_commit_put (src/meta/pg-commit.ts,
-// migration 0005) leaves the database exactly as the Kysely transaction it stands for: the same
-// commits on two schemas, one store opened through openPostgres (the function) and one through a
+// The upload's and the delete's commits on PostgreSQL as one call of s3dedup_commit_put or
+// s3dedup_commit_delete (src/meta/pg-commit.ts, migration 0005) leave the database exactly as the
+// Kysely transactions they stand for: the same commits on two schemas, one store opened through openPostgres (the function) and one through a
 // plain Kysely over its own pool, give the same outcomes, the same failures and the same rows.
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { configureLogger } from '../../src/log.js';
-import { MetadataStore, type BlockRef, type CommitGuard, type ContentRecord, type PutOutcome } from '../../src/meta/metadata-store.js';
+import { MetadataStore, type BlockRef, type CommitGuard, type ContentRecord, type DeleteOutcome, type PutOutcome } from '../../src/meta/metadata-store.js';
 import { migrateToLatest } from '../../src/meta/migrate.js';
 import { createPgPool, openPostgres } from '../../src/meta/postgres.js';
 import type { Database } from '../../src/meta/schema.js';
@@ -23,9 +23,9 @@ const FRESH: CommitGuard = { startSeq: 0, mapWritten: true };
 const inExtent = (i: number): BlockRef => ({ hash: hex(`e${i}`), size: 1000 + i, storedSize: 500 + i, crc32: 4_000_000_000 + i, extent: 'ab'.repeat(16), offset: 600 * i });
 const own = (i: number): BlockRef => ({ hash: hex(`o${i}`), size: 2000 + i, storedSize: 900 + i, crc32: i });
 
-type Outcome = PutOutcome | { failed: string; status: number };
+type Outcome = PutOutcome | DeleteOutcome | { failed: string; status: number };
 
-async function outcome(p: Promise<PutOutcome>): Promise<Outcome> {
+async function outcome(p: Promise<PutOutcome | DeleteOutcome>): Promise<Outcome> {
   try {
     return await p;
   } catch (err) {
@@ -71,7 +71,7 @@ describe('PostgreSQL commit as one function call', () => {
     const y = content('y', [own(1), own(3)]);
     const member: ContentRecord = { hash: hex('member'), logicalSize: 10, storedSize: 30, crc32: 9, blocks: [] };
     const collectedBlock = content('w', [own(7), own(1)]);
-    const steps: Array<(m: MetadataStore) => Promise<PutOutcome>> = [
+    const steps: Array<(m: MetadataStore) => Promise<PutOutcome | DeleteOutcome>> = [
       (m) => m.commitPut('dir/a', 100, x, FRESH),
       (m) => m.commitPut('dir/b', 100, x, { startSeq: 0, mapWritten: false }), // the content exists: no map needed
       (m) => m.commitPut('dir/a', 50, y, FRESH), // older than the standing version
@@ -88,6 +88,10 @@ describe('PostgreSQL commit as one function call', () => {
         await m.db.updateTable('gc_state').set({ pruned_through: 2_000_000 }).where('id', '=', 1).execute();
         return m.commitPut('dir/v', 300, content('v', [own(9)]), { startSeq: 1_000_000, mapWritten: true });
       },
+      (m) => m.commitDelete('dir/none', 500), // absent
+      (m) => m.commitDelete('dir/b', 50), // older than the standing version
+      (m) => m.commitDelete('dir/b', 100), // the last reference to x but one
+      (m) => m.commitDelete('dir/m', 400),
     ];
     const got: Outcome[][] = [[], []];
     for (const step of steps) {
@@ -95,22 +99,27 @@ describe('PostgreSQL commit as one function call', () => {
       got[1].push(await outcome(step(viaKysely)));
     }
     expect(got[0]).toEqual(got[1]);
-    expect(got[0].map((o) => ('failed' in o ? o.status : o.applied))).toEqual([true, true, false, true, true, true, 503, 503, true, 503]);
+    const brief = (o: Outcome) => (typeof o === 'string' ? o : 'failed' in o ? o.status : o.applied);
+    expect(got[0].map(brief)).toEqual([true, true, false, true, true, true, 503, 503, true, 503, 'absent', 'ignored', 'deleted', 'deleted']);
     expect(got[0][6]).toMatchObject({ failed: expect.stringContaining('the content map was collected during the upload') });
     expect(got[0][7]).toMatchObject({ failed: expect.stringContaining(`${blockKey(own(7).hash)} was garbage-collected during the upload`) });
     expect(got[0][9]).toMatchObject({ failed: expect.stringContaining('outlived the garbage-collection log retention') });
 
     const [a, b] = [await dump(viaFunction.db), await dump(viaKysely.db)];
     expect(a).toEqual(b);
-    expect(a.files.map((f) => f.path)).toEqual(['dir/a', 'dir/b', 'dir/m', 'dir/w']);
+    expect(a.files.map((f) => f.path)).toEqual(['dir/a', 'dir/w']);
+    expect(a.contents.find((r) => r.hash === hex('member'))?.ref_count).toBe(0);
     expect(a.blocks.find((r) => r.hash === own(1).hash)?.ref_count).toBe(3); // x, y and w
     expect(a.blocks.find((r) => r.hash === inExtent(2).hash)).toMatchObject({ extent: 'ab'.repeat(16), extent_offset: 1200, crc32: 4_000_000_002 });
   });
 
-  it('goes through the function (without it the commit fails; the Kysely store does not need it)', async () => {
+  it('goes through the functions (without them the commits fail; the Kysely store does not need them)', async () => {
     const after = { startSeq: 3_000_000, mapWritten: true }; // past the first test's pruned log
     await sql`drop function s3dedup_commit_put`.execute(viaFunction.db);
+    await sql`drop function s3dedup_commit_delete`.execute(viaFunction.db);
     await expect(viaFunction.commitPut('dir/q', 1, content('q', []), after)).rejects.toThrow(/s3dedup_commit_put/);
+    await expect(viaFunction.commitDelete('dir/a', 1000)).rejects.toThrow(/s3dedup_commit_delete/);
     expect(await viaKysely.commitPut('dir/q', 1, content('q', []), after)).toEqual({ applied: true, version: 1 });
+    expect(await viaKysely.commitDelete('dir/q', 1)).toBe('deleted');
   });
 });

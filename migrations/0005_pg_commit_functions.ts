@@ -1,9 +1,10 @@
-// PostgreSQL only: an upload's commit as one function call, so it costs one round trip instead of
-// eight statements (BEGIN, the GC barrier, the file lookup, the content insert, the two checks
-// against the garbage-collection log, the file row, COMMIT). It does what MetadataStore.commitPut
-// does through Kysely, statement for statement; src/meta/pg-commit.ts calls it and
-// test/meta/pg-commit.test.ts holds the two to the same results. A failed check raises SQLSTATE
-// S3D01 with the reason, which rolls the call back and becomes a retryable 503.
+// PostgreSQL only: an upload's commit and a delete's as one function call each, so they cost one
+// round trip instead of eight statements (BEGIN, the GC barrier, the file lookup, the content
+// insert, the two checks against the garbage-collection log, the file row, COMMIT) or five. They
+// do what MetadataStore.commitPut and commitDelete do through Kysely, statement for statement;
+// src/meta/pg-commit.ts calls them and test/meta/pg-commit.test.ts holds the two to the same
+// results. A failed check raises SQLSTATE S3D01 with the reason, which rolls the call back and
+// becomes a retryable 503.
 import { sql, type Kysely } from 'kysely';
 import { isPostgres } from '../src/meta/dialect.js';
 
@@ -71,9 +72,29 @@ begin
   return query select true, p_version;
 end
 $fn$`.execute(db);
+  await sql`
+create or replace function s3dedup_commit_delete(p_path text, p_version bigint, p_now bigint) returns text
+language plpgsql as $fn$
+declare
+  e_version bigint;
+  e_hash text;
+begin
+  select f.version, f.content_hash into e_version, e_hash from files f where f.path = p_path;
+  if e_hash is null then
+    return 'absent';
+  end if;
+  if e_version > p_version then
+    return 'ignored';
+  end if;
+  delete from files f where f.path = p_path;
+  update contents c set ref_count = c.ref_count - 1, updated_at = p_now where c.hash = e_hash;
+  return 'deleted';
+end
+$fn$`.execute(db);
 }
 
 export async function down(db: Kysely<any>): Promise<void> {
   if (!isPostgres(db)) return;
+  await sql`drop function if exists s3dedup_commit_delete`.execute(db);
   await sql`drop function if exists s3dedup_commit_put`.execute(db);
 }
