@@ -229,7 +229,7 @@ describe.each(BACKENDS)('cleaner on $name', ({ blobs, meta }) => {
       }
     };
     const col = collector();
-    const { expected, retries } = await racingWriters(h, { dir: `race-${uid()}`, pieces, rounds: 12, version: T0 });
+    const { expected, retries } = await racingWriters(h, { dir: `race-${uid()}`, pieces, rounds: 12, version: T0, until: () => passes > 5 });
     writing = false;
     await col;
     await h.runtime.cleaner.run({ fullScan: true });

@@ -36,14 +36,22 @@ export async function listKeys(blobs: BlobStore, prefix: string): Promise<string
  */
 export async function racingWriters(
   h: Harness,
-  o: { dir: string; pieces: Buffer[]; rounds: number; version: number },
+  o: {
+    dir: string;
+    pieces: Buffer[];
+    rounds: number;
+    version: number;
+    /** keep writing past `rounds` until this holds (for at most 30 s): the race must overlap what it races */
+    until?: () => boolean;
+  },
 ): Promise<{ expected: Map<string, Buffer>; retries: number }> {
   const expected = new Map<string, Buffer>();
   let version = o.version;
   let retries = 0;
   const pick = () => o.pieces[Math.floor(Math.random() * o.pieces.length)];
+  const deadline = Date.now() + 30_000;
   const writer = async (w: number) => {
-    for (let i = 0; i < o.rounds; i++) {
+    for (let i = 0; i < o.rounds || (o.until && !o.until() && Date.now() < deadline); i++) {
       const path = `${o.dir}/w${w}-${i % 3}`;
       const data = Buffer.concat([pick(), pick(), randomBytes(512)]);
       for (;;) {
