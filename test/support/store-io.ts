@@ -32,7 +32,7 @@ export async function listKeys(blobs: BlobStore, prefix: string): Promise<string
 /**
  * Four writers, each storing `rounds` files under `dir` made of two of `pieces` (so they share
  * blocks) and deleting every fourth, retrying an upload the cleaner's guard refused (a 503, UNAVAILABLE)
- * (at most 500 retries in all). Resolves with the files that should stand and the retry count.
+ * (at most 50 attempts per upload). Resolves with the files that should stand and the retry count.
  */
 export async function racingWriters(
   h: Harness,
@@ -41,7 +41,7 @@ export async function racingWriters(
     pieces: Buffer[];
     rounds: number;
     version: number;
-    /** keep writing past `rounds` until this holds (for at most 30 s): the race must overlap what it races */
+    /** keep writing past `rounds`, slower, until this holds (for at most 30 s): the race must overlap what it races */
     until?: () => boolean;
   },
 ): Promise<{ expected: Map<string, Buffer>; retries: number }> {
@@ -52,15 +52,17 @@ export async function racingWriters(
   const deadline = Date.now() + 30_000;
   const writer = async (w: number) => {
     for (let i = 0; i < o.rounds || (o.until && !o.until() && Date.now() < deadline); i++) {
+      // Past its rounds, a writer leaves the cleaner time to catch up with the garbage it made.
+      if (i >= o.rounds) await new Promise((r) => setTimeout(r, 20));
       const path = `${o.dir}/w${w}-${i % 3}`;
       const data = Buffer.concat([pick(), pick(), randomBytes(512)]);
-      for (;;) {
+      for (let attempt = 1; ; attempt++) {
         try {
           await putFile(h, path, data, ++version);
           expected.set(path, data);
           break;
         } catch (err) {
-          if (err instanceof AppError && err.code === 'UNAVAILABLE' && retries < 500) {
+          if (err instanceof AppError && err.code === 'UNAVAILABLE' && attempt < 50) {
             retries++;
             continue;
           }
