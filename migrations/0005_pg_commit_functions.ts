@@ -55,7 +55,7 @@ begin
     end if;
     insert into content_blocks (content_hash, idx, block_hash)
       select p_hash, (t.ord - 1)::integer, t.h from unnest(p_links) with ordinality as t(h, ord);
-    -- The caller sorts the distinct blocks by hash, so concurrent commits lock rows in one order.
+    -- The caller passes the distinct blocks in hash order (distinctBlocks), so concurrent commits lock rows in one order.
     insert into blocks as b (hash, size, stored_size, crc32, ref_count, updated_at, extent, extent_offset)
       select t.h, t.s, t.st, t.c, 1, p_now, t.e, t.o
         from unnest(p_b_hash, p_b_size, p_b_stored, p_b_crc, p_b_extent, p_b_offset) with ordinality as t(h, s, st, c, e, o, ord)

@@ -413,7 +413,10 @@ class Fsck {
     for (const { prefix, kind, what, known: query } of lookups) {
       let batch: string[] = [];
       const flush = async () => {
-        const parsed = batch.map((key) => ({ key, id: parseKey(key)?.kind === kind ? key.slice(prefix.length) : null }));
+        const parsed = batch.map((key) => {
+          const p = parseKey(key);
+          return { key, id: p?.kind === kind ? p.id : null };
+        });
         const ids = parsed.flatMap((p) => (p.id === null ? [] : [p.id]));
         const known = new Set<string | null>();
         if (ids.length > 0) for (const r of await query(ids).execute()) known.add(r.id);

@@ -17,6 +17,7 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
 import { blobKeysOf } from '../store/keys.js';
 import { isPostgres } from './dialect.js';
+import { distinctBlocks } from './distinct-blocks.js';
 import { DEFAULT_FILE_CACHE_SIZE, fileForRead, fileRow, n, retryable } from './file-for-read.js';
 import type { Database } from './schema.js';
 import { rawSqlite, sqliteFilesReleased } from './sqlite.js';
@@ -332,18 +333,15 @@ export class MetadataStore {
       return;
     }
     if (!guard.mapWritten) throw retryable('the content map was collected during the upload');
-    const distinct = new Map<string, BlockRef>();
-    for (const b of c.blocks) distinct.set(b.hash, b);
-    await this.assertNotCollected(tx, blobKeysOf(c.hash, distinct.values()), guard.startSeq);
+    const distinct = distinctBlocks(c.blocks);
+    await this.assertNotCollected(tx, blobKeysOf(c.hash, distinct), guard.startSeq);
 
     const links = c.blocks.map((b, idx) => ({ content_hash: c.hash, idx, block_hash: b.hash }));
     for (let i = 0; i < links.length; i += INSERT_BATCH) {
       await tx.insertInto('content_blocks').values(links.slice(i, i + INSERT_BATCH)).execute();
     }
-    // One reference per distinct block; sorted so concurrent writers lock rows in one order.
-    const rows = [...distinct.values()]
-      .sort((a, b) => (a.hash < b.hash ? -1 : a.hash > b.hash ? 1 : 0))
-      .map((b) => ({
+    // One reference per distinct block.
+    const rows = distinct.map((b) => ({
         hash: b.hash,
         size: b.size,
         stored_size: b.storedSize,

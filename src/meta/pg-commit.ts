@@ -6,7 +6,8 @@
 import type pg from 'pg';
 import { blobKeysOf } from '../store/keys.js';
 import { retryable } from './file-for-read.js';
-import type { BlockRef, CommitGuard, ContentRecord, DeleteOutcome, PutOutcome } from './metadata-store.js';
+import { distinctBlocks } from './distinct-blocks.js';
+import type { CommitGuard, ContentRecord, DeleteOutcome, PutOutcome } from './metadata-store.js';
 
 const COMMIT_PUT = `select r_applied, r_version from s3dedup_commit_put(${Array.from({ length: 19 }, (_, i) => `$${i + 1}`).join(', ')})`;
 
@@ -21,10 +22,7 @@ export class PgCommit {
   ) {}
 
   async commitPut(path: string, version: number, c: ContentRecord, guard: CommitGuard): Promise<PutOutcome> {
-    const distinct = new Map<string, BlockRef>();
-    for (const b of c.blocks) distinct.set(b.hash, b);
-    // Sorted so concurrent commits lock block rows in one order.
-    const rows = [...distinct.values()].sort((a, b) => (a.hash < b.hash ? -1 : a.hash > b.hash ? 1 : 0));
+    const rows = distinctBlocks(c.blocks);
     const values = [
       this.barrierId,
       path,
@@ -37,7 +35,7 @@ export class PgCommit {
       c.blocks.length,
       guard.startSeq,
       guard.mapWritten,
-      blobKeysOf(c.hash, distinct.values()),
+      blobKeysOf(c.hash, rows),
       c.blocks.map((b) => b.hash),
       rows.map((b) => b.hash),
       rows.map((b) => b.size),

@@ -30,6 +30,7 @@ import type BetterSqlite3 from 'better-sqlite3';
 import type { Kysely } from 'kysely';
 import { blobKeysOf } from '../store/keys.js';
 import type { BlockRef, CommitGuard, ContentRecord, DeleteOutcome, FileWithContent, PutOutcome } from './metadata-store.js';
+import { distinctBlocks } from './distinct-blocks.js';
 import { fileForRead, fileForReadSql, fileRow, fileSql, retryable, type FileForReadRow, type FileRow } from './file-for-read.js';
 import type { Database } from './schema.js';
 import { isSqliteBusy, retryWhileBusy } from '../util/sqlite-busy.js';
@@ -289,11 +290,10 @@ export class SqliteHotPath {
       this.s.contentRefUp.run(now, c.hash);
     } else {
       if (!guard.mapWritten) throw retryable('the content map was collected during the upload');
-      const distinct = new Map<string, BlockRef>();
-      for (const b of c.blocks) distinct.set(b.hash, b);
-      this.assertNotCollected(blobKeysOf(c.hash, distinct.values()), guard.startSeq);
+      const distinct = distinctBlocks(c.blocks);
+      this.assertNotCollected(blobKeysOf(c.hash, distinct), guard.startSeq);
       c.blocks.forEach((b, idx) => this.s.insertLink.run(c.hash, idx, b.hash));
-      for (const b of distinct.values()) this.s.blockRefUp.run(b.hash, b.size, b.storedSize, b.crc32, now, b.extent ?? null, b.offset ?? null);
+      for (const b of distinct) this.s.blockRefUp.run(b.hash, b.size, b.storedSize, b.crc32, now, b.extent ?? null, b.offset ?? null);
     }
     if (existing) {
       this.s.contentRefDown.run(now, existing.content_hash);
