@@ -76,6 +76,11 @@ export interface CommitGuard {
    */
   mapWritten: boolean;
 }
+/** An upload's GC watermark and whether its content was stored already, read together. */
+export interface UploadCheck {
+  startSeq: number;
+  contentExists: boolean;
+}
 export type DeleteOutcome = 'deleted' | 'ignored' | 'absent';
 
 /** Rows per multi-row INSERT: well under SQLite's and PostgreSQL's bound-parameter limits. */
@@ -251,6 +256,18 @@ export class MetadataStore {
       .where('id', '=', 1)
       .executeTakeFirst();
     return Math.max(n(row?.m ?? 0), n(row?.pruned_through ?? 0));
+  }
+
+  /**
+   * gcWatermark() and hasContent(hash) in one read (one snapshot, one query): the watermark of an
+   * upload that looked for nothing before its content, which a small body (most Filetracker
+   * files) never does.
+   */
+  async watermarkAndContent(hash: string): Promise<UploadCheck> {
+    if (this.hot) return this.hot.watermarkAndContent(hash);
+    if (this.pgReads) return this.pgReads.watermarkAndContent(hash);
+    const startSeq = await this.gcWatermark(); // first: the order a guard needs
+    return { startSeq, contentExists: await this.hasContent(hash) };
   }
 
   /**

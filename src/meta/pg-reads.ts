@@ -4,7 +4,7 @@
 // those of the Kysely queries in metadata-store.ts; the test suite runs these on PostgreSQL.
 import type { Kysely } from 'kysely';
 import type pg from 'pg';
-import type { BlockRef, FileWithContent } from './metadata-store.js';
+import type { BlockRef, FileWithContent, UploadCheck } from './metadata-store.js';
 import { fileForRead, fileForReadSql, fileRow, fileSql, n, type FileForReadRow, type FileRow } from './file-for-read.js';
 import type { Database } from './schema.js';
 
@@ -22,6 +22,8 @@ export function pgPool(db: Kysely<Database>): pg.Pool | undefined {
 
 const FILE_FOR_READ = fileForReadSql('$1');
 const FILE = fileSql('$1');
+/** The GC watermark as a scalar subquery (null without a gc_state row). */
+const WATERMARK = `(select greatest(pruned_through, coalesce((select max(seq) from gc_log), 0)) from gc_state where id = 1)`;
 
 export class PgReads {
   constructor(private readonly pool: pg.Pool) {}
@@ -49,11 +51,17 @@ export class PgReads {
   }
 
   async gcWatermark(): Promise<number> {
-    const [r] = await this.rows<{ w: unknown }>(
-      's3dedup_gc_watermark',
-      `select greatest(pruned_through, coalesce((select max(seq) from gc_log), 0)) as w from gc_state where id = 1`,
-      [],
+    const [r] = await this.rows<{ w: unknown }>('s3dedup_gc_watermark', `select ${WATERMARK} as w`, []);
+    return n(r.w ?? 0);
+  }
+
+  /** One statement, so one snapshot and one round trip. */
+  async watermarkAndContent(hash: string): Promise<UploadCheck> {
+    const [r] = await this.rows<{ w: unknown; has: boolean }>(
+      's3dedup_watermark_and_content',
+      `select ${WATERMARK} as w, exists(select 1 from contents where hash = $1) as has`,
+      [hash],
     );
-    return r ? n(r.w) : 0;
+    return { startSeq: n(r.w ?? 0), contentExists: r.has };
   }
 }

@@ -29,7 +29,7 @@
 import type BetterSqlite3 from 'better-sqlite3';
 import type { Kysely } from 'kysely';
 import { blobKeysOf } from '../store/keys.js';
-import type { BlockRef, CommitGuard, ContentRecord, DeleteOutcome, FileWithContent, PutOutcome } from './metadata-store.js';
+import type { BlockRef, CommitGuard, ContentRecord, DeleteOutcome, FileWithContent, PutOutcome, UploadCheck } from './metadata-store.js';
 import { distinctBlocks } from './distinct-blocks.js';
 import { fileForRead, fileForReadSql, fileRow, fileSql, retryable, type FileForReadRow, type FileRow } from './file-for-read.js';
 import type { Database } from './schema.js';
@@ -39,6 +39,9 @@ import { Lru } from '../util/lru.js';
 import { recordFileCacheLookups } from '../metrics/metrics.js';
 
 type FileForRead = { file: FileWithContent; blocks: BlockRef[] };
+
+/** The GC watermark as a scalar subquery (null without a gc_state row; see gcWatermark()). */
+const WATERMARK = `(select max(pruned_through, coalesce((select max(seq) from gc_log), 0)) from gc_state where id = 1)`;
 
 interface PendingPut {
   path: string;
@@ -105,7 +108,8 @@ export class SqliteHotPath {
       file: p(fileSql('?')),
       changeStamp: p(`select total_changes(), data_version from pragma_data_version`).raw(),
       totalChanges: p(`select total_changes()`).pluck(),
-      watermark: p(`select max(pruned_through, coalesce((select max(seq) from gc_log), 0)) as w from gc_state where id = 1`),
+      watermark: p(`select ${WATERMARK} as w`),
+      watermarkAndContent: p(`select ${WATERMARK} as w, exists(select 1 from contents where hash = ?) as has`),
       blockStoredSize: p(`select stored_size from blocks where hash = ?`).pluck(),
       hasContent: p(`select 1 from contents where hash = ?`).pluck(),
       fileVersion: p(`select version, content_hash from files where path = ?`),
@@ -222,7 +226,14 @@ export class SqliteHotPath {
   }
 
   gcWatermark(): number | Promise<number> {
-    return this.run(() => (this.s.watermark.get() as { w: number } | undefined)?.w ?? 0);
+    return this.run(() => (this.s.watermark.get() as { w: number | null }).w ?? 0);
+  }
+
+  watermarkAndContent(hash: string): UploadCheck | Promise<UploadCheck> {
+    return this.run(() => {
+      const r = this.s.watermarkAndContent.get(hash) as { w: number | null; has: number };
+      return { startSeq: r.w ?? 0, contentExists: r.has === 1 };
+    });
   }
 
   blockStoredSize(hash: string): number | undefined | Promise<number | undefined> {

@@ -29,6 +29,11 @@ export interface IngestOptions {
   extentBytes: number;
   blobs: BlobStore;
   meta: MetadataStore;
+  /**
+   * Awaited before the upload's first block lookup: reads the GC watermark its commit guard
+   * needs (CommitGuard.startSeq), at most once. Absent: the caller read it before.
+   */
+  beforeLookup?: () => Promise<unknown>;
   signal?: AbortSignal;
 }
 
@@ -89,6 +94,7 @@ class BlockWriter {
     let done!: () => void;
     this.turn = new Promise<void>((r) => (done = r));
     try {
+      await this.o.beforeLookup?.();
       const storedSize = (await this.o.meta.findBlocks([hash])).get(hash);
       if (storedSize !== undefined) {
         this.reused.add(hash);

@@ -223,6 +223,16 @@ describe.each(ENGINES)('MetadataStore ($name)', ({ open }) => {
         expect(await meta.commitPut('new', 100, c, { startSeq: seq, mapWritten: true })).toEqual({ applied: true, version: 100 });
       });
 
+      it('reads the watermark and whether the content exists in one call, as gcWatermark and hasContent read them', async () => {
+        const existing = content('existing', ['a', 'b']).hash;
+        expect(await meta.watermarkAndContent(existing)).toEqual({ startSeq: 0, contentExists: true });
+        const seq = await collected(`blocks/${block('gone').hash}`);
+        expect(await meta.watermarkAndContent(c.hash)).toEqual({ startSeq: seq, contentExists: false });
+        await db.updateTable('gc_state').set({ pruned_through: seq + 5 }).where('id', '=', 1).execute();
+        expect(await meta.watermarkAndContent(existing)).toEqual({ startSeq: seq + 5, contentExists: true });
+        expect(await meta.gcWatermark()).toBe(seq + 5);
+      });
+
       it('fails while a deletion of a needed key is pending, whatever the watermark', async () => {
         const seq = await collected(`maps/${c.hash}`, 1);
         await expectUnavailable(meta.commitPut('f', 200, c, { startSeq: seq, mapWritten: true }), /garbage-collected/);

@@ -66,5 +66,10 @@ describe('PostgreSQL reads as prepared statements', () => {
     const watermark = await prepared.gcWatermark();
     expect(watermark).toBeGreaterThan(0);
     expect(watermark).toBe(await viaKysely.gcWatermark());
+    for (const hash of [hex('many'), hex('member'), hex('absent')]) {
+      const both = await prepared.watermarkAndContent(hash);
+      expect(both).toEqual(await viaKysely.watermarkAndContent(hash));
+      expect(both).toEqual({ startSeq: watermark, contentExists: await viaKysely.hasContent(hash) });
+    }
   });
 });
