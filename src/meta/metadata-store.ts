@@ -359,15 +359,15 @@ export class MetadataStore {
     }
     // One reference per distinct block.
     const rows = distinct.map((b) => ({
-        hash: b.hash,
-        size: b.size,
-        stored_size: b.storedSize,
-        crc32: b.crc32,
-        ref_count: 1,
-        updated_at: now,
-        extent: b.extent ?? null,
-        extent_offset: b.offset ?? null,
-      }));
+      hash: b.hash,
+      size: b.size,
+      stored_size: b.storedSize,
+      crc32: b.crc32,
+      ref_count: 1,
+      updated_at: now,
+      extent: b.extent ?? null,
+      extent_offset: b.offset ?? null,
+    }));
     for (let i = 0; i < rows.length; i += INSERT_BATCH) {
       await tx
         .insertInto('blocks')

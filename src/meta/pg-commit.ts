@@ -22,7 +22,7 @@ export class PgCommit {
   ) {}
 
   async commitPut(path: string, version: number, c: ContentRecord, guard: CommitGuard): Promise<PutOutcome> {
-    const rows = distinctBlocks(c.blocks);
+    const distinct = distinctBlocks(c.blocks);
     const values = [
       this.barrierId,
       path,
@@ -35,14 +35,14 @@ export class PgCommit {
       c.blocks.length,
       guard.startSeq,
       guard.mapWritten,
-      blobKeysOf(c.hash, rows),
+      blobKeysOf(c.hash, distinct),
       c.blocks.map((b) => b.hash),
-      rows.map((b) => b.hash),
-      rows.map((b) => b.size),
-      rows.map((b) => b.storedSize),
-      rows.map((b) => b.crc32),
-      rows.map((b) => b.extent ?? null),
-      rows.map((b) => b.offset ?? null),
+      distinct.map((b) => b.hash),
+      distinct.map((b) => b.size),
+      distinct.map((b) => b.storedSize),
+      distinct.map((b) => b.crc32),
+      distinct.map((b) => b.extent ?? null),
+      distinct.map((b) => b.offset ?? null),
     ];
     try {
       const { rows: [r] } = await this.pool.query<{ r_applied: boolean; r_version: number }>({ name: 's3dedup_commit_put', text: COMMIT_PUT, values });
