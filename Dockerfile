@@ -6,11 +6,13 @@
 
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
-# better-sqlite3 compiles from source when no prebuilt binary matches the platform.
+# better-sqlite3 compiles from source when no prebuilt binary matches the platform; npm ci builds
+# the libdeflate addon (binding.gyp, native/) with the same toolchain.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends python3 make g++ \
  && rm -rf /var/lib/apt/lists/*
-COPY package.json package-lock.json ./
+COPY package.json package-lock.json binding.gyp ./
+COPY native ./native
 RUN npm ci
 COPY tsconfig.json tsconfig.build.json ./
 COPY migrations ./migrations
@@ -28,6 +30,7 @@ WORKDIR /app
 COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
+COPY --from=build /app/build/Release/deflate_segment.node ./build/Release/deflate_segment.node
 # The image's unprivileged "node" user (uid 1000) owns only the data directory.
 RUN mkdir -p /data && chown node:node /data
 USER node

@@ -10,6 +10,7 @@ import { createApp } from './http/app.js';
 import { moduleLogger } from './log.js';
 import { openRuntime, type Runtime } from './runtime.js';
 import { PackedBlobStore } from './blobs/packed.js';
+import { defaultDeflaterName } from './store/segment.js';
 import { watchBlobSpace } from './metrics/metrics.js';
 
 export interface RunningServer {
@@ -37,7 +38,7 @@ export async function startServer(config: Config, opts: { metricsSource?: Metric
     : null;
   scheduler?.start();
   log.info(
-    { address: config.listenAddress, port, metadata: config.kvstorageType, blobs: runtime.blobs.describe, chunker: config.chunker },
+    { address: config.listenAddress, port, metadata: config.kvstorageType, blobs: runtime.blobs.describe, chunker: config.chunker, deflate: defaultDeflaterName },
     `s3dedup listening on http://${config.listenAddress}:${port}/ft`,
   );
 

@@ -1,6 +1,7 @@
 // Per-block compression into raw deflate segments that concatenate into one valid deflate stream.
 import { promisify } from 'node:util';
 import { constants, crc32, deflateRaw, deflateRawSync, inflateRawSync } from 'node:zlib';
+import { NATIVE_MIN_BYTES, nativeDeflate, type NativeDeflate } from './native-deflate.js';
 
 const deflateRawAsync = promisify(deflateRaw);
 
@@ -95,9 +96,37 @@ function storeSegment(block: Buffer): Buffer {
   return out;
 }
 
+/** A deflater of one block into a segment's raw deflate (ending in a sync flush), on the libuv pool. */
+export type SegmentDeflater = (block: Buffer, level: number) => Promise<Buffer>;
+
+/** zlib's deflate with a full flush. */
+export const zlibDeflater: SegmentDeflater = (block, level) => {
+  // One output buffer large enough for the worst case (zlib's deflateBound is below this):
+  // with the default 16 KiB each further output chunk costs another thread-pool round trip.
+  const chunkSize = Math.max(16_384, block.length + (block.length >>> 11) + 64);
+  return deflateRawAsync(block, { level, finishFlush: constants.Z_FULL_FLUSH, chunkSize });
+};
+
+/**
+ * libdeflate's (the addon's), about 1.7x as fast as zlib at the same level and ratio; blocks too
+ * short for it go to zlib. The output keeps the buffer it was written into, up to the block's
+ * bound: the segment is written and dropped soon after.
+ */
+export function libdeflateDeflater(addon: NativeDeflate): SegmentDeflater {
+  return async (block, level) => {
+    if (block.length < NATIVE_MIN_BYTES) return zlibDeflater(block, level);
+    const out = Buffer.allocUnsafe(addon.bound(block.length));
+    return out.subarray(0, await addon.compress(block, out, level));
+  };
+}
+
+/** What compressSegment deflates with: libdeflate when its addon is built, else zlib. */
+export const defaultDeflaterName: 'libdeflate' | 'zlib' = nativeDeflate ? 'libdeflate' : 'zlib';
+export const defaultDeflater: SegmentDeflater = nativeDeflate ? libdeflateDeflater(nativeDeflate) : zlibDeflater;
+
 /**
  * Compresses one block on the libuv thread pool, so several blocks compress in
- * parallel while the event loop keeps reading. The segment ends with a full flush
+ * parallel while the event loop keeps reading. The segment ends with a sync flush
  * (an empty stored block, padded to a byte boundary and ending `00 00 ff ff`)
  * instead of a final block, so segments can be concatenated and closed with
  * `DEFLATE_END` to form one gzip member; each segment is compressed on its own,
@@ -107,22 +136,20 @@ function storeSegment(block: Buffer): Buffer {
  * per 64 KiB): it costs a copy instead of deflate's CPU and inflates at memcpy speed.
  *
  * @param block uncompressed bytes, any length including 0
- * @param level zlib level 0-9, default 6
+ * @param level deflate level 0-9, default 6
  * @param crc the block's CRC-32 when the caller has it already
+ * @param deflate the deflater (tests pass each)
  * @example
  * const seg = await compressSegment(Buffer.from('hello'));
  * inflateSegment(seg.data).toString(); // 'hello'
  */
-export async function compressSegment(block: Buffer, level = 6, crc = crc32(block)): Promise<Segment> {
+export async function compressSegment(block: Buffer, level = 6, crc = crc32(block), deflate = defaultDeflater): Promise<Segment> {
   if (!Number.isInteger(level) || level < 0 || level > 9) {
     throw new RangeError(`compression level must be an integer 0-9, got ${level}`);
   }
   const size = block.length;
   if (level === 0 || looksIncompressible(block)) return { data: storeSegment(block), crc32: crc, size };
-  // One output buffer large enough for the worst case (zlib's deflateBound is below this):
-  // with the default 16 KiB each further output chunk costs another thread-pool round trip.
-  const chunkSize = Math.max(16_384, size + (size >>> 11) + 64);
-  let data: Buffer = await deflateRawAsync(block, { level, finishFlush: constants.Z_FULL_FLUSH, chunkSize });
+  let data = await deflate(block, level);
   // The probe missed: keep the stored form, which is barely larger and far cheaper to inflate.
   if (data.length >= size) data = storeSegment(block);
   return { data, crc32: crc, size };
