@@ -11,7 +11,7 @@
       ],
       "include_dirs": ["native"],
       "defines": ["LIBDEFLATE_NEVER_FINAL", "NDEBUG"],
-      "cflags": ["-O2", "-std=gnu11"],
+      "cflags": ["-O2", "-std=gnu11", "-Wno-sign-compare"],
       "xcode_settings": { "OTHER_CFLAGS": ["-O2", "-std=gnu11"] },
       "msvs_settings": { "VCCLCompilerTool": { "Optimization": 2 } }
     }

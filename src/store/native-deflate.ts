@@ -7,7 +7,7 @@ export interface NativeDeflate {
   bound(length: number): number;
   /**
    * Raw deflate of `input` (>= NATIVE_MIN_BYTES) into `output` at libdeflate `level` 1-12, ending
-   * in a sync flush; on the libuv pool. Resolves with the bytes written.
+   * in a sync flush; on the addon's threads. Resolves with the bytes written.
    */
   compress(input: Buffer, output: Buffer, level: number): Promise<number>;
 }

@@ -96,10 +96,10 @@ function storeSegment(block: Buffer): Buffer {
   return out;
 }
 
-/** A deflater of one block into a segment's raw deflate (ending in a sync flush), on the libuv pool. */
+/** A deflater of one block into a segment's raw deflate (ending in a sync flush), off the event loop. */
 export type SegmentDeflater = (block: Buffer, level: number) => Promise<Buffer>;
 
-/** zlib's deflate with a full flush. */
+/** zlib's deflate with a full flush, on the libuv pool. */
 export const zlibDeflater: SegmentDeflater = (block, level) => {
   // One output buffer large enough for the worst case (zlib's deflateBound is below this):
   // with the default 16 KiB each further output chunk costs another thread-pool round trip.
@@ -108,9 +108,10 @@ export const zlibDeflater: SegmentDeflater = (block, level) => {
 };
 
 /**
- * libdeflate's (the addon's), about 1.7x as fast as zlib at the same level and ratio; blocks too
- * short for it go to zlib. The output keeps the buffer it was written into, up to the block's
- * bound: the segment is written and dropped soon after.
+ * libdeflate's, on the addon's own threads (one per CPU, at a lower priority than the event loop
+ * and the libuv pool: native/deflate-segment.c); about 1.7x as fast as zlib at the same level and
+ * ratio. Blocks too short for it go to zlib. The output keeps the buffer it was written into, up
+ * to the block's bound: the segment is written and dropped soon after.
  */
 export function libdeflateDeflater(addon: NativeDeflate): SegmentDeflater {
   return async (block, level) => {
@@ -125,7 +126,7 @@ export const defaultDeflaterName: 'libdeflate' | 'zlib' = nativeDeflate ? 'libde
 export const defaultDeflater: SegmentDeflater = nativeDeflate ? libdeflateDeflater(nativeDeflate) : zlibDeflater;
 
 /**
- * Compresses one block on the libuv thread pool, so several blocks compress in
+ * Compresses one block off the event loop, so several blocks compress in
  * parallel while the event loop keeps reading. The segment ends with a sync flush
  * (an empty stored block, padded to a byte boundary and ending `00 00 ff ff`)
  * instead of a final block, so segments can be concatenated and closed with

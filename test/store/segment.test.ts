@@ -1,5 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { constants, crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { describe, it, expect } from 'vitest';
 import { NATIVE_MIN_BYTES, nativeDeflate, nativeDeflateMissing } from '../../src/store/native-deflate.js';
 import {
@@ -26,6 +29,9 @@ function textLike(length: number, seed = 1): Buffer {
   }
   return Buffer.from(parts.join('')).subarray(0, length);
 }
+
+/** The addon as node-gyp builds it (what src/store/native-deflate.ts loads). */
+const addonPath = fileURLToPath(new URL('../../build/Release/deflate_segment.node', import.meta.url));
 
 /** LEN 0 / NLEN 0xffff of the empty stored block a full flush emits; its 3 header bits share the byte before. */
 const FULL_FLUSH_TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff]);
@@ -62,6 +68,47 @@ describe('the libdeflate addon', () => {
     for (const out of outputs) expect(out.subarray(-4).equals(FULL_FLUSH_TAIL)).toBe(true);
     const stream = Buffer.concat([...outputs, Buffer.from([0x03, 0x00])]);
     expect(inflateRawSync(stream).equals(Buffer.concat(inputs))).toBe(true);
+  });
+
+  it('keeps the process alive while a block compresses, and not once it is done', () => {
+    // The addon's threads finish jobs through a thread-safe function that is referenced only
+    // while jobs are out: the promise settles before exit, and the process then exits by itself.
+    const script = `
+      const addon = require(${JSON.stringify(addonPath)});
+      const input = Buffer.alloc(1 << 20, 'ab');
+      const out = Buffer.alloc(addon.bound(input.length));
+      addon.compress(input, out, 6).then((n) => console.log('compressed', n));`;
+    const run = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 20_000 });
+    expect(run.error).toBeUndefined();
+    expect(run.status).toBe(0);
+    expect(run.stdout).toMatch(/^compressed \d+\n$/);
+  });
+
+  it('compresses in worker threads too, each with its own completions', async () => {
+    const script = `
+      const { parentPort } = require('node:worker_threads');
+      const { inflateRawSync } = require('node:zlib');
+      const addon = require(${JSON.stringify(addonPath)});
+      const input = Buffer.from('worker '.repeat(20000));
+      const out = Buffer.alloc(addon.bound(input.length));
+      addon.compress(input, out, 6).then((n) => {
+        const stream = Buffer.concat([out.subarray(0, n), Buffer.from([3, 0])]);
+        parentPort.postMessage(inflateRawSync(stream).equals(input));
+      });`;
+    const results = await Promise.all(
+      [1, 2, 3].map(
+        () =>
+          new Promise((resolve, reject) => {
+            const worker = new Worker(script, { eval: true });
+            worker.once('message', resolve);
+            worker.once('error', reject);
+          }),
+      ),
+    );
+    expect(results).toEqual([true, true, true]);
+    // ...while the main thread's own jobs still complete.
+    const block = textLike(200_000);
+    expect(inflateSegment(await libdeflateDeflater(nativeDeflate!)(block, 6)).equals(block)).toBe(true);
   });
 
   it('compresses text about as well as zlib at the same level', async () => {
