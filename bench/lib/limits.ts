@@ -5,7 +5,8 @@ import { createHash } from 'node:crypto';
 import { availableParallelism } from 'node:os';
 import { crc32, deflateRawSync, gunzipSync, gzipSync, inflateRawSync, constants } from 'node:zlib';
 import { chunkBuffer, DEFAULT_CHUNKER } from '../../src/store/chunker.js';
-import { compressSegment } from '../../src/store/segment.js';
+import { nativeDeflate } from '../../src/store/native-deflate.js';
+import { compressSegment, defaultDeflaterName, libdeflateDeflater, zlibDeflater, type SegmentDeflater } from '../../src/store/segment.js';
 import { randomLike, textLike } from './data.js';
 
 export interface Limit {
@@ -45,17 +46,27 @@ export async function measureLimits(size: number, runs: number): Promise<{ limit
   await add('CRC-32 per block', () => {
     for (const b of randomBlocks) crc32(b);
   });
-  await add('deflate level 6, text, per block', () => {
-    for (const b of textBlocks) deflateRawSync(b, { level: 6, finishFlush: constants.Z_FULL_FLUSH });
-  }, `ratio ${(textSegs.reduce((n, s) => n + s.length, 0) / size).toFixed(3)}`);
-  await add('deflate level 1, text, per block', () => {
-    for (const b of textBlocks) deflateRawSync(b, { level: 1, finishFlush: constants.Z_FULL_FLUSH });
-  });
+  // One block at a time, so each deflater runs on one thread (libdeflate's on the addon's).
+  const deflateEach = async (deflate: SegmentDeflater, level: number) => {
+    let out = 0;
+    for (const b of textBlocks) out += (await deflate(b, level)).length;
+    return out;
+  };
+  const ratio = async (deflate: SegmentDeflater, level: number) => `ratio ${((await deflateEach(deflate, level)) / size).toFixed(3)}`;
+  await add('deflate level 6 (zlib), text, per block', () => deflateEach(zlibDeflater, 6), await ratio(zlibDeflater, 6));
+  if (nativeDeflate) {
+    const libdeflate = libdeflateDeflater(nativeDeflate);
+    await add('deflate level 6 (libdeflate), text, per block', () => deflateEach(libdeflate, 6), await ratio(libdeflate, 6));
+    await add('deflate level 1 (libdeflate), text, per block', () => deflateEach(libdeflate, 1), await ratio(libdeflate, 1));
+  } else {
+    await add('deflate level 1 (zlib), text, per block', () => deflateEach(zlibDeflater, 1), await ratio(zlibDeflater, 1));
+  }
   await add('inflate (gunzip) of the text', () => gunzipSync(textGz), 'logical bytes out');
   await add('inflate per segment, text', () => {
     for (const s of textSegs) inflateRawSync(s, { finishFlush: constants.Z_SYNC_FLUSH });
   }, 'logical bytes out');
-  await add(`compressSegment, text, all blocks in parallel (${process.env.UV_THREADPOOL_SIZE ?? 4} pool threads, ${availableParallelism()} CPUs)`, () =>
+  const threads = nativeDeflate ? `libdeflate, ${availableParallelism()} threads` : `zlib, ${process.env.UV_THREADPOOL_SIZE ?? 4} pool threads`;
+  await add(`compressSegment, text, all blocks in parallel (${threads}, ${availableParallelism()} CPUs)`, () =>
     Promise.all(textBlocks.map((b) => compressSegment(b))),
   );
   await add('compressSegment, random (stored, probe only), parallel', () => Promise.all(randomBlocks.map((b) => compressSegment(b))));
@@ -63,7 +74,8 @@ export async function measureLimits(size: number, runs: number): Promise<{ limit
   const rate = (name: string) => limits.find((l) => l.stage.startsWith(name))!.mbps;
   const chain = (...rates: number[]) => 1 / rates.reduce((s, r) => s + 1 / r, 0);
   // Work on the event loop per PUT byte: whole-file SHA-256, CDC, per-block SHA-256 and CRC-32
-  // (gunzip and deflate run on the libuv pool). With 2 cores, the pool gets what the loop leaves.
+  // (gunzip runs on the libuv pool, deflate there or on the addon's threads). With 2 cores, they
+  // get what the loop leaves.
   const loopRandom = chain(rate('SHA-256, one stream'), rate('FastCDC (default params), random'), rate('SHA-256 per 128 KiB block'), rate('CRC-32'));
   const loopText = chain(rate('SHA-256, one stream'), rate('FastCDC (default params), text'), rate('SHA-256 per 128 KiB block'), rate('CRC-32'));
   const cores = availableParallelism();
@@ -71,11 +83,11 @@ export async function measureLimits(size: number, runs: number): Promise<{ limit
     'PUT random (plain body): event-loop stages alone': loopRandom,
     'PUT text (gzip body): event loop, and all CPU work spread on all cores': Math.min(
       loopText,
-      cores / (1 / loopText + 1 / rate('inflate (gunzip)') + 1 / rate('deflate level 6')),
+      cores / (1 / loopText + 1 / rate('inflate (gunzip)') + 1 / rate(`deflate level 6 (${defaultDeflaterName})`)),
     ),
     'PUT text (gzip body), if blocks were deflated at level 1': Math.min(
       loopText,
-      cores / (1 / loopText + 1 / rate('inflate (gunzip)') + 1 / rate('deflate level 1')),
+      cores / (1 / loopText + 1 / rate('inflate (gunzip)') + 1 / rate(`deflate level 1 (${defaultDeflaterName})`)),
     ),
   };
   return { limits, bounds };
