@@ -1,6 +1,9 @@
 // libdeflate's compressor as a Node addon (native/deflate-segment.c, built by `npm ci` through
 // binding.gyp), or null when the addon is not built: segments are then deflated with zlib.
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 export interface NativeDeflate {
   /** output bytes compress() needs for an input of `length` bytes */
@@ -15,21 +18,26 @@ export interface NativeDeflate {
 /** The addon refuses shorter inputs (libdeflate would end them with a final block). */
 export const NATIVE_MIN_BYTES = 64;
 
-/** Where node-gyp puts the addon, seen from src/store (tsx, vitest) and from dist/src/store (npm start). */
-const CANDIDATES = ['../../build/Release/deflate_segment.node', '../../../build/Release/deflate_segment.node'];
+/** Where node-gyp puts the addon, under the project's root. */
+const ADDON = join('build', 'Release', 'deflate_segment.node');
 
+/**
+ * The addon from the nearest directory above this module that has it: the project's root from
+ * src/store (tsx, vitest), from dist/src/store (npm start) and from a build elsewhere below it
+ * (the bench's, in bench/.cache/dist).
+ */
 function load(): { addon: NativeDeflate | null; why?: string } {
-  const require = createRequire(import.meta.url);
-  let why = 'build/Release/deflate_segment.node not found (npm ci builds it)';
-  for (const path of CANDIDATES) {
-    try {
-      return { addon: require(path) as NativeDeflate };
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      if (e.code !== 'MODULE_NOT_FOUND') why = `${path}: ${e.message}`;
+  for (let dir = dirname(fileURLToPath(import.meta.url)); ; dir = dirname(dir)) {
+    const path = join(dir, ADDON);
+    if (existsSync(path)) {
+      try {
+        return { addon: createRequire(import.meta.url)(path) as NativeDeflate };
+      } catch (err) {
+        return { addon: null, why: `${path}: ${(err as Error).message}` };
+      }
     }
+    if (dirname(dir) === dir) return { addon: null, why: `${ADDON} not found above ${fileURLToPath(import.meta.url)} (npm ci builds it)` };
   }
-  return { addon: null, why };
 }
 
 const loaded = load();
