@@ -30,7 +30,7 @@ WORKDIR /app
 COPY --from=build /app/package.json ./package.json
 COPY --from=build /app/node_modules ./node_modules
 COPY --from=build /app/dist ./dist
-COPY --from=build /app/build/Release/deflate_segment.node ./build/Release/deflate_segment.node
+COPY --from=build /app/build/Release/s3dedup_deflate.node ./build/Release/s3dedup_deflate.node
 # The image's unprivileged "node" user (uid 1000) owns only the data directory.
 RUN mkdir -p /data && chown node:node /data
 USER node

@@ -212,7 +212,7 @@ export class FileStore {
       throw err;
     }
     const read = readSingleMember(existing, result.logicalSize);
-    if (read === null || read === 'too-large' || read.crc32 !== result.crc32 || read.content.length !== result.logicalSize) {
+    if (read === null || read.crc32 !== result.crc32 || read.content.length !== result.logicalSize) {
       throw retryable(`${key} holds something other than this content (a leftover the cleaner's full scan removes)`);
     }
     return { storedSize: existing.length, written: false };

@@ -140,11 +140,7 @@ export async function ingestBody(body: Readable, bodyLength: number | undefined,
   const raw = await readAll(body, bodyLength, o.signal);
   const maxContent = o.chunker.minSize;
   let small: SmallContent | null = null;
-  if (o.gzip) {
-    const single = readSingleMember(raw, maxContent);
-    if (single === 'too-large') return ingest(Readable.from([raw]), o);
-    if (single !== null) small = single;
-  }
+  if (o.gzip) small = readSingleMember(raw, maxContent);
   if (small === null) {
     let content: Buffer = raw;
     if (o.gzip) {

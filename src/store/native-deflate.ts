@@ -1,5 +1,5 @@
-// libdeflate's compressor as a Node addon (native/deflate-segment.c, built by `npm ci` through
-// binding.gyp), or null when the addon is not built: segments are then deflated with zlib.
+// libdeflate as a Node addon (native/libdeflate-addon.c, built by `npm ci` through binding.gyp), or
+// null when the addon is not built: segments are then deflated, and small bodies inflated, by zlib.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -13,13 +13,18 @@ export interface NativeDeflate {
    * in a sync flush; on the addon's threads. Resolves with the bytes written.
    */
   compress(input: Buffer, output: Buffer, level: number): Promise<number>;
+  /**
+   * Inflates `input` into `output` on the calling thread; true when `input` is exactly one
+   * complete raw deflate stream whose content fills `output` exactly.
+   */
+  inflateExact(input: Buffer, output: Buffer): boolean;
 }
 
 /** The addon refuses shorter inputs (libdeflate would end them with a final block). */
 export const NATIVE_MIN_BYTES = 64;
 
 /** Where node-gyp puts the addon, under the project's root. */
-const ADDON = join('build', 'Release', 'deflate_segment.node');
+const ADDON = join('build', 'Release', 's3dedup_deflate.node');
 
 /**
  * The addon from the nearest directory above this module that has it: the project's root from

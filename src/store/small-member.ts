@@ -11,9 +11,10 @@
 // matches the content: a body with a second member or bytes after the first is re-encoded,
 // since some decoders stop at the first member and a GET would hand that on to every client
 // that uploads the same content later. The check needs one inflate (a second one that had to
-// throw cost 35 us: zlib's exceptions are expensive).
+// throw cost 35 us: zlib's exceptions are expensive), by libdeflate when its addon is built.
 import { constants, crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
 import { GZIP_HEADER, gzipTrailer } from './gzip-member.js';
+import { nativeDeflate, type NativeDeflate } from './native-deflate.js';
 import { looksIncompressible } from './segment.js';
 
 /** Whether a content row describes a whole gzip member at maps/<hash>: no blocks, yet stored bytes. */
@@ -62,37 +63,60 @@ export interface SmallContent {
 }
 
 /**
- * Reads a gzip body that is exactly one member.
- *
- * @param maxContent longest content accepted, in bytes
- * @returns the content with the member's own deflate stream; 'too-large' when the content is
- *   longer than maxContent; null when the body is not exactly one valid member (the caller then
- *   inflates it the general way, which also reports what is wrong with it)
+ * Inflates `deflate` into exactly `size` bytes: the content, or null unless `deflate` is exactly
+ * one complete raw deflate stream (nothing after its final block) of `size` bytes.
  */
-export function readSingleMember(body: Buffer, maxContent: number): SmallContent | 'too-large' | null {
-  const at = gzipHeaderLength(body);
-  if (at === null || body.length < at + 8 + 1) return null;
-  const deflate = body.subarray(at, body.length - 8);
-  let content: Buffer;
-  try {
-    const inflated = inflateRawSync(deflate, { maxOutputLength: Math.max(1, maxContent), info: true }) as unknown as InflateInfo;
-    // inflate stops at the final block and ignores what follows it: the stream must end exactly
-    // where the trailer starts. bytesWritten counts the input it consumed (test/store pins it).
-    if (inflated.engine.bytesWritten !== deflate.length) return null;
-    content = inflated.buffer;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE' ? 'too-large' : null;
-  }
-  if (content.length > maxContent) return 'too-large';
-  const crc = crc32(content);
-  if (body.readUInt32LE(body.length - 8) !== crc || body.readUInt32LE(body.length - 4) !== content.length) return null;
-  return { content, crc32: crc, deflate };
-}
+export type ExactInflater = (deflate: Buffer, size: number) => Buffer | null;
 
 /** What inflateRawSync returns with `info: true`. */
 interface InflateInfo {
   buffer: Buffer;
   engine: { bytesWritten: number };
+}
+
+/** zlib's inflate: allocates a zlib handle per call, and throws on a bad stream. */
+export const zlibExactInflater: ExactInflater = (deflate, size) => {
+  let inflated: InflateInfo;
+  try {
+    inflated = inflateRawSync(deflate, { maxOutputLength: Math.max(1, size), info: true }) as unknown as InflateInfo;
+  } catch {
+    return null; // bad data, or more than `size` bytes (ERR_BUFFER_TOO_LARGE)
+  }
+  // inflate stops at the final block and ignores what follows it: the stream must end exactly
+  // where the trailer starts. bytesWritten counts the input it consumed (test/store pins it).
+  return inflated.engine.bytesWritten === deflate.length && inflated.buffer.length === size ? inflated.buffer : null;
+};
+
+/** libdeflate's (the addon's), on the calling thread, into one buffer of the known size. */
+export function libdeflateExactInflater(addon: NativeDeflate): ExactInflater {
+  return (deflate, size) => {
+    const content = Buffer.allocUnsafe(size);
+    return addon.inflateExact(deflate, content) ? content : null;
+  };
+}
+
+const defaultExactInflater: ExactInflater = nativeDeflate ? libdeflateExactInflater(nativeDeflate) : zlibExactInflater;
+
+/**
+ * Reads a gzip body that is exactly one member. The content's size comes from the trailer, so
+ * the content is inflated into one buffer of that size, and checked against the trailer's CRC.
+ *
+ * @param maxContent longest content accepted, in bytes
+ * @returns the content with the member's own deflate stream; null when the body is not exactly
+ *   one valid member or its trailer gives a content longer than maxContent (the caller then
+ *   inflates it the general way, which also finds a longer content, or what is wrong)
+ */
+export function readSingleMember(body: Buffer, maxContent: number, inflate = defaultExactInflater): SmallContent | null {
+  const at = gzipHeaderLength(body);
+  if (at === null || body.length < at + 8 + 1) return null;
+  const size = body.readUInt32LE(body.length - 4);
+  if (size > maxContent) return null;
+  const deflate = body.subarray(at, body.length - 8);
+  const content = inflate(deflate, size);
+  if (content === null) return null;
+  const crc = crc32(content);
+  if (body.readUInt32LE(body.length - 8) !== crc) return null;
+  return { content, crc32: crc, deflate };
 }
 
 /**

@@ -31,7 +31,7 @@ function textLike(length: number, seed = 1): Buffer {
 }
 
 /** The addon as node-gyp builds it (what src/store/native-deflate.ts loads). */
-const addonPath = fileURLToPath(new URL('../../build/Release/deflate_segment.node', import.meta.url));
+const addonPath = fileURLToPath(new URL('../../build/Release/s3dedup_deflate.node', import.meta.url));
 
 /** LEN 0 / NLEN 0xffff of the empty stored block a full flush emits; its 3 header bits share the byte before. */
 const FULL_FLUSH_TAIL = Buffer.from([0x00, 0x00, 0xff, 0xff]);
@@ -109,6 +109,23 @@ describe('the libdeflate addon', () => {
     // ...while the main thread's own jobs still complete.
     const block = textLike(200_000);
     expect(inflateSegment(await libdeflateDeflater(nativeDeflate!)(block, 6)).equals(block)).toBe(true);
+  });
+
+  it('inflates exactly one complete stream of exactly the output size, and nothing else', () => {
+    const addon = nativeDeflate!;
+    const content = textLike(5000);
+    const stream = deflateRawSync(content);
+    const out = Buffer.alloc(content.length);
+    expect(addon.inflateExact(stream, out)).toBe(true);
+    expect(out.equals(content)).toBe(true);
+    expect(addon.inflateExact(Buffer.concat([stream, Buffer.from([0])]), Buffer.alloc(content.length))).toBe(false); // bytes after the end
+    expect(addon.inflateExact(stream, Buffer.alloc(content.length - 1))).toBe(false); // content longer
+    expect(addon.inflateExact(stream, Buffer.alloc(content.length + 1))).toBe(false); // content shorter
+    expect(addon.inflateExact(stream.subarray(0, stream.length - 1), Buffer.alloc(content.length))).toBe(false); // truncated
+    expect(addon.inflateExact(randomBytes(64), Buffer.alloc(content.length))).toBe(false);
+    expect(addon.inflateExact(Buffer.alloc(0), Buffer.alloc(0))).toBe(false); // no stream at all
+    expect(addon.inflateExact(deflateRawSync(Buffer.alloc(0)), Buffer.alloc(0))).toBe(true);
+    expect(() => addon.inflateExact('x' as unknown as Buffer, out)).toThrow(/Buffers/);
   });
 
   it('compresses text about as well as zlib at the same level', async () => {

@@ -3,7 +3,17 @@ import { crc32, gunzipSync, gzipSync } from 'node:zlib';
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { GZIP_HEADER } from '../../src/store/gzip-member.js';
-import { deflateSmall, gzipHeaderLength, isWholeMember, readSingleMember, wholeMember } from '../../src/store/small-member.js';
+import { nativeDeflate } from '../../src/store/native-deflate.js';
+import {
+  deflateSmall,
+  gzipHeaderLength,
+  isWholeMember,
+  libdeflateExactInflater,
+  readSingleMember as readWithDefault,
+  wholeMember,
+  zlibExactInflater,
+  type ExactInflater,
+} from '../../src/store/small-member.js';
 
 const text = Buffer.from('Filetracker test input line\n'.repeat(150));
 
@@ -48,12 +58,20 @@ describe('gzipHeaderLength', () => {
   });
 });
 
-describe('readSingleMember', () => {
+// test/store/segment.test.ts fails when the addon is not built; here both inflaters run either way.
+const inflaters: [string, ExactInflater][] = [
+  ['libdeflate', nativeDeflate ? libdeflateExactInflater(nativeDeflate) : zlibExactInflater],
+  ['zlib', zlibExactInflater],
+];
+
+describe.each(inflaters)('readSingleMember with %s', (_name, inflater) => {
+  const readSingleMember = (body: Buffer, maxContent: number) => readWithDefault(body, maxContent, inflater);
+
   it("keeps a single member's own deflate stream, whatever its header carries", () => {
     for (const body of [gzipSync(text, { level: 9 }), withHeaderFields(gzipSync(text, { level: 1 }), { name: '/home/someone/secret.txt' })]) {
       const got = readSingleMember(body, 32_768);
       expect(got).not.toBeNull();
-      if (got === null || got === 'too-large') continue;
+      if (got === null) continue;
       expect(got.content.equals(text)).toBe(true);
       expect(got.crc32).toBe(crc32(text));
       expect(got.deflate.equals(body.subarray(gzipHeaderLength(body)!, body.length - 8))).toBe(true);
@@ -75,10 +93,31 @@ describe('readSingleMember', () => {
     badCrc[badCrc.length - 8] ^= 0xff;
     expect(readSingleMember(badCrc, 32_768)).toBeNull();
     expect(readSingleMember(gz.subarray(0, gz.length - 3), 32_768)).toBeNull(); // truncated
+    // A trailer that gives the wrong size, smaller or larger than the content.
+    for (const size of [text.length - 1, text.length + 1, 0]) {
+      const wrongSize = Buffer.from(gz);
+      wrongSize.writeUInt32LE(size, wrongSize.length - 4);
+      expect(readSingleMember(wrongSize, 32_768)).toBeNull();
+    }
+    // A stream that is not deflate at all (BTYPE 11 is invalid), with a plausible trailer.
+    const garbage = Buffer.concat([gz.subarray(0, 10), Buffer.from([0xff, 0xff, 0xff, 0xff]), trailer]);
+    expect(readSingleMember(garbage, 32_768)).toBeNull();
   });
 
-  it('says too-large for a content past the limit, without inflating all of it', () => {
-    expect(readSingleMember(gzipSync(Buffer.alloc(100_000, 'a')), 32_768)).toBe('too-large');
+  it('reads an empty content and one of exactly the limit', () => {
+    const empty = readSingleMember(gzipSync(Buffer.alloc(0)), 32_768);
+    expect(empty?.content.length).toBe(0);
+    const full = randomBytes(32_768);
+    const got = readSingleMember(gzipSync(full), 32_768);
+    expect(got?.content.equals(full)).toBe(true);
+  });
+
+  it('refuses a content past the limit, from the trailer, without inflating it', () => {
+    const calls: number[] = [];
+    const counting: ExactInflater = (deflate, size) => (calls.push(size), inflater(deflate, size));
+    expect(readWithDefault(gzipSync(Buffer.alloc(100_000, 'a')), 32_768, counting)).toBeNull();
+    expect(readWithDefault(gzipSync(Buffer.alloc(32_769, 'a')), 32_768, counting)).toBeNull();
+    expect(calls).toEqual([]);
   });
 });
 
