@@ -87,7 +87,7 @@ export async function openRuntime(config: Config): Promise<Runtime> {
     log.warn('LOCKS_TYPE=memory with PostgreSQL metadata: safe for one instance only; use LOCKS_TYPE=postgres for several');
   }
   if (nativeDeflateMissing) {
-    log.warn({ reason: nativeDeflateMissing }, 'libdeflate addon not loaded: blocks are deflated with zlib, about 1.7x slower');
+    log.warn({ reason: nativeDeflateMissing }, 'libdeflate addon not loaded: zlib deflates blocks (about 1.7x slower) and inflates small bodies');
   }
   const store = new FileStore(meta, blobs, locks, config, moduleLogger('store'));
   const cleaner = new Cleaner(
