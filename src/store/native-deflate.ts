@@ -13,6 +13,8 @@ export interface NativeDeflate {
    * in a sync flush; on the addon's threads. Resolves with the bytes written.
    */
   compress(input: Buffer, output: Buffer, level: number): Promise<number>;
+  /** compress() on the calling thread, for contents of a few KiB; returns the bytes written. */
+  compressSync(input: Buffer, output: Buffer, level: number): number;
   /**
    * Inflates `input` into `output` on the calling thread; true when `input` is exactly one
    * complete raw deflate stream whose content fills `output` exactly.

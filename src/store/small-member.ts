@@ -14,7 +14,7 @@
 // throw cost 35 us: zlib's exceptions are expensive), by libdeflate when its addon is built.
 import { constants, crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
 import { GZIP_HEADER, gzipTrailer } from './gzip-member.js';
-import { nativeDeflate, type NativeDeflate } from './native-deflate.js';
+import { NATIVE_MIN_BYTES, nativeDeflate, type NativeDeflate } from './native-deflate.js';
 import { looksIncompressible } from './segment.js';
 
 /** Whether a content row describes a whole gzip member at maps/<hash>: no blocks, yet stored bytes. */
@@ -119,13 +119,24 @@ export function readSingleMember(body: Buffer, maxContent: number, inflate = def
   return { content, crc32: crc, deflate };
 }
 
+/** The empty final block (static Huffman, end-of-block only) that completes a sync-flushed stream. */
+const FINAL_EMPTY_BLOCK = Buffer.from([0x03, 0x00]);
+
 /**
  * Deflates a small content into a complete raw deflate stream: at `level`, or stored when it
- * looks incompressible or deflate would not make it smaller.
+ * looks incompressible or deflate would not make it smaller. With the addon, libdeflate on the
+ * event loop (its stream ends in a sync flush, so the empty final block is appended).
  */
-export function deflateSmall(content: Buffer, level: number): Buffer {
+export function deflateSmall(content: Buffer, level: number, addon = nativeDeflate): Buffer {
   if (level > 0 && !looksIncompressible(content)) {
-    const data = deflateRawSync(content, { level });
+    let data: Buffer;
+    if (addon && content.length >= NATIVE_MIN_BYTES) {
+      const out = Buffer.allocUnsafe(addon.bound(content.length) + FINAL_EMPTY_BLOCK.length);
+      const n = addon.compressSync(content, out, level);
+      data = out.subarray(0, n + FINAL_EMPTY_BLOCK.copy(out, n));
+    } else {
+      data = deflateRawSync(content, { level });
+    }
     if (data.length < content.length) return data;
   }
   return deflateRawSync(content, { level: 0, finishFlush: constants.Z_FINISH });

@@ -111,6 +111,18 @@ describe('the libdeflate addon', () => {
     expect(inflateSegment(await libdeflateDeflater(nativeDeflate!)(block, 6)).equals(block)).toBe(true);
   });
 
+  it('compresses on the calling thread with compressSync, with the same checks', () => {
+    const addon = nativeDeflate!;
+    const input = textLike(4096);
+    const out = Buffer.alloc(addon.bound(input.length));
+    const n = addon.compressSync(input, out, 6);
+    expect(out.subarray(n - 4, n).equals(FULL_FLUSH_TAIL)).toBe(true);
+    expect(inflateSegment(out.subarray(0, n)).equals(input)).toBe(true);
+    expect(() => addon.compressSync(input, out, 0)).toThrow(/level/);
+    expect(() => addon.compressSync(input.subarray(0, NATIVE_MIN_BYTES - 1), out, 6)).toThrow(/shorter/);
+    expect(() => addon.compressSync(input, out.subarray(0, input.length), 6)).toThrow(/bound/);
+  });
+
   it('inflates exactly one complete stream of exactly the output size, and nothing else', () => {
     const addon = nativeDeflate!;
     const content = textLike(5000);

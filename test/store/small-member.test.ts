@@ -1,5 +1,5 @@
 // Whole-member contents: which gzip bodies are kept as they came, and what is stored.
-import { crc32, gunzipSync, gzipSync } from 'node:zlib';
+import { crc32, gunzipSync, gzipSync, inflateRawSync } from 'node:zlib';
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { GZIP_HEADER } from '../../src/store/gzip-member.js';
@@ -121,16 +121,27 @@ describe.each(inflaters)('readSingleMember with %s', (_name, inflater) => {
   });
 });
 
-describe('deflateSmall', () => {
+describe.each([
+  ['libdeflate', nativeDeflate],
+  ['zlib', null],
+])('deflateSmall with %s', (_name, addon) => {
   it('deflates text and stores random bytes, both as complete streams', () => {
     const random = randomBytes(20_000);
-    for (const content of [text, random]) {
-      const member = wholeMember(deflateSmall(content, 6), crc32(content), content.length);
+    for (const content of [text, random, Buffer.from('x'), Buffer.from('short text, under 64 bytes')]) {
+      const deflate = deflateSmall(content, 6, addon);
+      // A complete stream: zlib's strict inflate reads it to its final block, and nothing is left over.
+      expect(inflateRawSync(deflate).equals(content)).toBe(true);
+      const member = wholeMember(deflate, crc32(content), content.length);
       expect(gunzipSync(member).equals(content)).toBe(true);
+      // ...so readSingleMember keeps it as it is, as it would a client's.
+      expect(readWithDefault(member, 32_768)?.deflate.equals(deflate)).toBe(true);
     }
-    expect(deflateSmall(text, 6).length).toBeLessThan(text.length / 4);
-    expect(deflateSmall(random, 6).length).toBeLessThanOrEqual(random.length + 16);
+    expect(deflateSmall(text, 6, addon).length).toBeLessThan(text.length / 4);
+    expect(deflateSmall(random, 6, addon).length).toBeLessThanOrEqual(random.length + 16);
   });
+});
+
+describe('small members', () => {
 
   it('isWholeMember: no blocks and stored bytes; an empty content is not one', () => {
     expect(isWholeMember({ blockCount: 0, storedSize: 31 })).toBe(true);
