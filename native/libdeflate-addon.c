@@ -7,12 +7,14 @@
 //   bound(length) -> the output size compress() needs for an input of `length` bytes
 //   compress(input, output, level) -> Promise<number>, the bytes written to `output`
 //   compressSync(input, output, level) -> number, compress() on the calling thread
-//   inflateExact(input, output) -> boolean, on the calling thread (see inflate_exact below)
+//   hashBlock(input, digest) -> Promise<number>: SHA-256 into `digest`, the CRC-32 as the result
+//     (OpenSSL's and zlib's, as node exports them), on the addon's threads before any deflate
+//   inflateExact(input, output) -> boolean, on the calling thread (see js_inflate_exact below)
 //
-// compress() runs on the addon's own threads, one per CPU, at a lower scheduling priority (nice
-// DEFLATE_NICE on Linux) than the event loop and libuv's pool: a large upload's blocks then take
-// the CPU the rest leaves, instead of crowding out the gunzip that feeds them, the event loop
-// and other requests' file I/O. The caller keeps both buffers alive and unchanged until the
+// compress() and hashBlock() run on the addon's own threads, one per CPU, at a lower scheduling
+// priority (nice DEFLATE_NICE on Linux) than the event loop and libuv's pool: a large upload's
+// blocks then take the CPU the rest leaves, instead of crowding out the gunzip that feeds them,
+// the event loop and other requests' file I/O. The caller keeps both buffers alive and unchanged until the
 // promise settles (the binding also holds a reference to each).
 #define NAPI_VERSION 8
 #include <node_api.h>
@@ -24,6 +26,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
+
+#include <openssl/sha.h>
+#include <zlib.h>
 
 #include "libdeflate/libdeflate.h"
 
@@ -56,7 +61,7 @@ typedef struct job {
   size_t in_len;
   uint8_t *out;
   size_t out_len;
-  int level;
+  int level;  // 0: a hashing job (SHA-256 into `out`, CRC-32 into `written`)
   size_t written;
   const char *error;
 } job_t;
@@ -66,12 +71,19 @@ static uv_once_t started = UV_ONCE_INIT;
 static uv_mutex_t queue_lock;
 static uv_cond_t queue_ready;
 static job_t *queue_head, *queue_tail;
+// Hashing jobs go first: an upload's next block lookups wait on them, its deflates do not block any.
+static job_t *hash_head, *hash_tail;
 
 static size_t bound_of(size_t length) {
   return libdeflate_deflate_compress_bound(NULL, length) + SYNC_FLUSH_BYTES;
 }
 
 static void run(job_t *job) {
+  if (job->level == 0) {
+    SHA256(job->in, job->in_len, job->out);
+    job->written = crc32_z(0, job->in, job->in_len);
+    return;
+  }
   struct libdeflate_compressor *c = compressors[job->level];
   if (c == NULL) c = compressors[job->level] = libdeflate_alloc_compressor(job->level);
   if (c == NULL) {
@@ -89,10 +101,17 @@ static void compressing_thread(void *arg) {
 #endif
   for (;;) {
     uv_mutex_lock(&queue_lock);
-    while (queue_head == NULL) uv_cond_wait(&queue_ready, &queue_lock);
-    job_t *job = queue_head;
-    queue_head = job->next;
-    if (queue_head == NULL) queue_tail = NULL;
+    while (queue_head == NULL && hash_head == NULL) uv_cond_wait(&queue_ready, &queue_lock);
+    job_t *job;
+    if (hash_head != NULL) {
+      job = hash_head;
+      hash_head = job->next;
+      if (hash_head == NULL) hash_tail = NULL;
+    } else {
+      job = queue_head;
+      queue_head = job->next;
+      if (queue_head == NULL) queue_tail = NULL;
+    }
     uv_mutex_unlock(&queue_lock);
     run(job);
     // Fails only while the job's environment is being torn down; nothing is left to tell then.
@@ -137,7 +156,7 @@ static napi_value throw_range(napi_env env, const char *message) {
   return NULL;
 }
 
-static napi_value bound(napi_env env, napi_callback_info info) {
+static napi_value js_bound(napi_env env, napi_callback_info info) {
   size_t argc = 1;
   napi_value argv[1], result;
   double length;
@@ -176,7 +195,18 @@ static bool read_job_args(napi_env env, napi_callback_info info, job_t *job) {
   return true;
 }
 
-static napi_value compress(napi_env env, napi_callback_info info) {
+static void enqueue(job_t *job) {
+  uv_once(&started, start_threads);
+  uv_mutex_lock(&queue_lock);
+  job_t **head = job->level == 0 ? &hash_head : &queue_head, **tail = job->level == 0 ? &hash_tail : &queue_tail;
+  if (*tail) (*tail)->next = job;
+  else *head = job;
+  *tail = job;
+  uv_cond_signal(&queue_ready);
+  uv_mutex_unlock(&queue_lock);
+}
+
+static napi_value js_compress(napi_env env, napi_callback_info info) {
   size_t argc = 3;
   napi_value argv[3], promise;
   job_t args = {0};
@@ -197,19 +227,50 @@ static napi_value compress(napi_env env, napi_callback_info info) {
   napi_create_promise(env, &job->deferred, &promise);
   if (state->outstanding++ == 0) napi_ref_threadsafe_function(env, state->done);
 
-  uv_once(&started, start_threads);
-  uv_mutex_lock(&queue_lock);
-  if (queue_tail) queue_tail->next = job;
-  else queue_head = job;
-  queue_tail = job;
-  uv_cond_signal(&queue_ready);
-  uv_mutex_unlock(&queue_lock);
+  enqueue(job);
+  return promise;
+}
+
+// hashBlock(input, digest) -> Promise<number>: SHA-256 of `input` into `digest` (32 bytes) and its
+// CRC-32 (gzip's) as the result, on the addon's threads ahead of any deflate.
+static napi_value js_hash_block(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2], promise;
+  void *in, *out;
+  size_t in_len, out_len;
+  bool is_buffer;
+  env_state_t *state;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2)
+    return throw_range(env, "hashBlock(input, digest): two arguments");
+  for (int i = 0; i < 2; i++) {
+    if (napi_is_buffer(env, argv[i], &is_buffer) != napi_ok || !is_buffer)
+      return throw_range(env, "hashBlock(input, digest): input and digest must be Buffers");
+  }
+  napi_get_buffer_info(env, argv[0], &in, &in_len);
+  napi_get_buffer_info(env, argv[1], &out, &out_len);
+  if (out_len < SHA256_DIGEST_LENGTH) return throw_range(env, "hashBlock(): digest shorter than 32 bytes");
+  napi_get_instance_data(env, (void **)&state);
+  job_t *job = calloc(1, sizeof *job);
+  if (job == NULL) {
+    napi_throw_error(env, NULL, "libdeflate: out of memory");
+    return NULL;
+  }
+  job->owner = state;
+  job->in = in;
+  job->in_len = in_len;
+  job->out = out;
+  job->out_len = out_len;
+  napi_create_reference(env, argv[0], 1, &job->input_ref);
+  napi_create_reference(env, argv[1], 1, &job->output_ref);
+  napi_create_promise(env, &job->deferred, &promise);
+  if (state->outstanding++ == 0) napi_ref_threadsafe_function(env, state->done);
+  enqueue(job);
   return promise;
 }
 
 // compressSync(input, output, level) -> the bytes written, as compress() but on the calling thread:
 // for contents of a few KiB, where a thread hop would cost more than the deflate.
-static napi_value compress_sync(napi_env env, napi_callback_info info) {
+static napi_value js_compress_sync(napi_env env, napi_callback_info info) {
   napi_value result;
   job_t job = {0};
   if (!read_job_args(env, info, &job)) return NULL;
@@ -228,7 +289,7 @@ static _Thread_local struct libdeflate_decompressor *decompressor;
 // inflateExact(input, output) -> whether `input` is exactly one complete raw deflate stream whose
 // content fills `output` exactly (the content lands in `output` either way). Runs on the calling
 // thread: it is for bodies of a few KiB, where a thread hop would cost more than the inflate.
-static napi_value inflate_exact(napi_env env, napi_callback_info info) {
+static napi_value js_inflate_exact(napi_env env, napi_callback_info info) {
   size_t argc = 2;
   napi_value argv[2], result;
   void *in, *out;
@@ -272,10 +333,11 @@ static napi_value init(napi_env env, napi_value exports) {
   napi_unref_threadsafe_function(env, state->done);
   napi_set_instance_data(env, state, free_state, NULL);
   napi_property_descriptor props[] = {
-      {"bound", NULL, bound, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"compress", NULL, compress, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"compressSync", NULL, compress_sync, NULL, NULL, NULL, napi_enumerable, NULL},
-      {"inflateExact", NULL, inflate_exact, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"bound", NULL, js_bound, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"compress", NULL, js_compress, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"compressSync", NULL, js_compress_sync, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"hashBlock", NULL, js_hash_block, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"inflateExact", NULL, js_inflate_exact, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

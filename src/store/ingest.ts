@@ -15,6 +15,7 @@ import { createChunkerStream, type ChunkerParams } from './chunker.js';
 import { combineCrcs } from './gzip-member.js';
 import { blockKey } from './keys.js';
 import { ExtentWriter, type Placed } from './extent.js';
+import { nativeDeflate } from './native-deflate.js';
 import { compressSegment } from './segment.js';
 import { deflateSmall, readSingleMember, wholeMember, type SmallContent } from './small-member.js';
 
@@ -69,6 +70,15 @@ export function readsWhole(bodyLength: number | undefined): bodyLength is number
 const GUNZIP_CHUNK = 1_048_576;
 
 const sha256hex = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+
+/** A block's SHA-256 (hex) and CRC-32: on the addon's threads when it is built, else here. */
+const hashBlock: (block: Buffer) => Promise<{ hash: string; crc: number }> = nativeDeflate
+  ? async (block) => {
+      const digest = Buffer.allocUnsafe(32);
+      const crc = await nativeDeflate!.hashBlock(block, digest);
+      return { hash: digest.toString('hex'), crc };
+    }
+  : async (block) => ({ hash: sha256hex(block), crc: crc32(block) });
 
 /** Writes the blocks of one upload that the store lacks, remembering what it did. */
 class BlockWriter {
@@ -179,27 +189,44 @@ export async function ingest(body: Readable, o: IngestOptions): Promise<IngestRe
   const started = new Map<string, Promise<Placed>>();
   const sem = new Semaphore(o.concurrency);
   let failure: unknown = null;
+  // Blocks hash in parallel, but are registered (deduplicated within the upload, handed to
+  // store()) one after another in content order, as store() needs.
+  let registered: Promise<void> = Promise.resolve();
 
   const sink = new Writable({
     objectMode: true,
     write(chunk: Buffer, _enc, cb) {
       if (failure) return cb(failure as Error);
-      const hash = sha256hex(chunk);
-      const crc = crc32(chunk);
-      blocks.push({ hash, size: chunk.length, storedSize: -1, crc32: crc });
-      if (started.has(hash)) return cb();
+      const ref: BlockRef = { hash: '', size: chunk.length, storedSize: -1, crc32: 0 };
+      blocks.push(ref);
       sem.acquire().then(() => {
-        const p = writer.store(hash, chunk, crc).finally(() => sem.release());
-        p.catch((err) => (failure ??= err)); // reported by the next write or by final()
-        started.set(hash, p);
+        const hashed = hashBlock(chunk);
+        const previous = registered;
+        registered = hashed.then(
+          async ({ hash, crc }) => {
+            await previous;
+            Object.assign(ref, { hash, crc32: crc });
+            if (started.has(hash)) return sem.release();
+            const p = writer.store(hash, chunk, crc).finally(() => sem.release());
+            p.catch((err) => (failure ??= err)); // reported by the next write or by final()
+            started.set(hash, p);
+          },
+          async (err) => {
+            await previous;
+            sem.release();
+            failure ??= err;
+          },
+        );
         cb();
       }, cb);
     },
     final(cb) {
-      Promise.allSettled(started.values()).then((results) => {
-        const rejected = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-        cb(rejected ? rejected.reason : null);
-      }, cb);
+      registered
+        .then(() => Promise.allSettled(started.values()))
+        .then((results) => {
+          const rejected = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+          cb(rejected ? rejected.reason : (failure as Error | null));
+        }, cb);
     },
   });
 
@@ -210,6 +237,7 @@ export async function ingest(body: Readable, o: IngestOptions): Promise<IngestRe
     await (pipeline as (...s: unknown[]) => Promise<void>)(...stages, o.signal ? { signal: o.signal } : {});
   } catch (err) {
     // Let in-flight writes finish (they are harmless orphans for the cleaner) before reporting.
+    await registered;
     await Promise.allSettled(started.values());
     await writer.extents?.abandon();
     throw classifyIngestError(err, o.signal);

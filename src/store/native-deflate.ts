@@ -1,5 +1,6 @@
-// libdeflate as a Node addon (native/libdeflate-addon.c, built by `npm ci` through binding.gyp), or
-// null when the addon is not built: segments are then deflated, and small bodies inflated, by zlib.
+// libdeflate, and block hashing off the event loop, as a Node addon (native/libdeflate-addon.c, built
+// by `npm ci` through binding.gyp), or null when the addon is not built: segments are then deflated,
+// and small bodies inflated, by zlib, and blocks hashed on the event loop.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -13,6 +14,8 @@ export interface NativeDeflate {
    * in a sync flush; on the addon's threads. Resolves with the bytes written.
    */
   compress(input: Buffer, output: Buffer, level: number): Promise<number>;
+  /** SHA-256 of `input` into `digest` (32 bytes); resolves with its CRC-32. On the addon's threads. */
+  hashBlock(input: Buffer, digest: Buffer): Promise<number>;
   /** compress() on the calling thread, for contents of a few KiB; returns the bytes written. */
   compressSync(input: Buffer, output: Buffer, level: number): number;
   /**

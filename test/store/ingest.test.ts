@@ -5,7 +5,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { crc32, gunzipSync, gzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { LocalBlobStore } from '../../src/blobs/local.js';
 import { MetadataStore } from '../../src/meta/metadata-store.js';
@@ -81,6 +81,28 @@ describe('ingestBody', () => {
     expect(r.logicalSize).toBe(content.length);
     expect(r.hash).toBe(sha256(content));
     expect(r.blocks.length).toBeGreaterThan(1);
+  });
+
+  it('hashes blocks in parallel yet registers them in content order, each distinct block written once', async () => {
+    // The same 1 MiB of random bytes three times over: after the first copy FastCDC finds the
+    // same cut points again, so most blocks repeat within the one upload.
+    const unit = pseudoRandom(1 << 20, 11);
+    const content = Buffer.concat([unit, unit, unit, pseudoRandom(300_000, 12)]);
+    const result = await ingest(Readable.from([content]), { ...o, gzip: false });
+    expect(result.hash).toBe(sha256(content));
+    const distinct = new Set(result.blocks.map((b) => b.hash));
+    expect(distinct.size).toBeLessThan(result.blocks.length * 0.6);
+    expect(result.written).toBe(distinct.size);
+    // Each block names its own bytes, in order, with their CRC-32.
+    let at = 0;
+    for (const b of result.blocks) {
+      const bytes = content.subarray(at, at + b.size);
+      expect(b.hash).toBe(sha256(bytes));
+      expect(b.crc32).toBe(crc32(bytes));
+      expect(b.storedSize).toBeGreaterThan(0);
+      at += b.size;
+    }
+    expect(at).toBe(content.length);
   });
 
   it('rejects invalid gzip and a body shorter than its Content-Length', async () => {

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { constants, crc32, deflateRawSync, inflateRawSync } from 'node:zlib';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -109,6 +109,18 @@ describe('the libdeflate addon', () => {
     // ...while the main thread's own jobs still complete.
     const block = textLike(200_000);
     expect(inflateSegment(await libdeflateDeflater(nativeDeflate!)(block, 6)).equals(block)).toBe(true);
+  });
+
+  it('hashes blocks with hashBlock: the SHA-256 of crypto and the CRC-32 of zlib', async () => {
+    const addon = nativeDeflate!;
+    const blocks = [Buffer.alloc(0), Buffer.from('x'), randomBytes(131_072), textLike(300_000), randomBytes(1 << 20)];
+    const digests = blocks.map(() => Buffer.alloc(32));
+    const crcs = await Promise.all(blocks.map((b, i) => addon.hashBlock(b, digests[i])));
+    blocks.forEach((b, i) => {
+      expect(digests[i].toString('hex')).toBe(createHash('sha256').update(b).digest('hex'));
+      expect(crcs[i]).toBe(crc32(b));
+    });
+    expect(() => addon.hashBlock(blocks[1], Buffer.alloc(31))).toThrow(/32 bytes/);
   });
 
   it('compresses on the calling thread with compressSync, with the same checks', () => {
