@@ -66,12 +66,13 @@ typedef struct job {
   const char *error;
 } job_t;
 
-// The queue the compressing threads take jobs from, oldest first.
+// The queues the addon's threads take jobs from, oldest first.
 static uv_once_t started = UV_ONCE_INIT;
 static uv_mutex_t queue_lock;
 static uv_cond_t queue_ready;
 static job_t *queue_head, *queue_tail;
-// Hashing jobs go first: an upload's next block lookups wait on them, its deflates do not block any.
+// Hashing jobs go first: an upload's block lookups wait on them, while nothing waits on a deflate
+// but the block's own write.
 static job_t *hash_head, *hash_tail;
 
 static size_t bound_of(size_t length) {
