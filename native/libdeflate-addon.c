@@ -207,66 +207,55 @@ static void enqueue(job_t *job) {
   uv_mutex_unlock(&queue_lock);
 }
 
-static napi_value js_compress(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3], promise;
-  job_t args = {0};
+// Queues a copy of `args` for the addon's threads, holding `input` and `output` until it settles.
+static napi_value submit(napi_env env, const job_t *args, napi_value input, napi_value output) {
+  napi_value promise;
   env_state_t *state;
-  if (!read_job_args(env, info, &args)) return NULL;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
-  napi_get_instance_data(env, (void **)&state);
-
   job_t *job = calloc(1, sizeof *job);
   if (job == NULL) {
     napi_throw_error(env, NULL, "libdeflate: out of memory");
     return NULL;
   }
-  *job = args;
+  *job = *args;
+  napi_get_instance_data(env, (void **)&state);
   job->owner = state;
-  napi_create_reference(env, argv[0], 1, &job->input_ref);
-  napi_create_reference(env, argv[1], 1, &job->output_ref);
+  napi_create_reference(env, input, 1, &job->input_ref);
+  napi_create_reference(env, output, 1, &job->output_ref);
   napi_create_promise(env, &job->deferred, &promise);
   if (state->outstanding++ == 0) napi_ref_threadsafe_function(env, state->done);
-
   enqueue(job);
   return promise;
+}
+
+static napi_value js_compress(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value argv[3];
+  job_t args = {0};
+  if (!read_job_args(env, info, &args)) return NULL;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  return submit(env, &args, argv[0], argv[1]);
 }
 
 // hashBlock(input, digest) -> Promise<number>: SHA-256 of `input` into `digest` (32 bytes) and its
 // CRC-32 (gzip's) as the result, on the addon's threads ahead of any deflate.
 static napi_value js_hash_block(napi_env env, napi_callback_info info) {
   size_t argc = 2;
-  napi_value argv[2], promise;
+  napi_value argv[2];
   void *in, *out;
-  size_t in_len, out_len;
   bool is_buffer;
-  env_state_t *state;
+  job_t args = {0};  // level 0: a hashing job
   if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2)
     return throw_range(env, "hashBlock(input, digest): two arguments");
   for (int i = 0; i < 2; i++) {
     if (napi_is_buffer(env, argv[i], &is_buffer) != napi_ok || !is_buffer)
       return throw_range(env, "hashBlock(input, digest): input and digest must be Buffers");
   }
-  napi_get_buffer_info(env, argv[0], &in, &in_len);
-  napi_get_buffer_info(env, argv[1], &out, &out_len);
-  if (out_len < SHA256_DIGEST_LENGTH) return throw_range(env, "hashBlock(): digest shorter than 32 bytes");
-  napi_get_instance_data(env, (void **)&state);
-  job_t *job = calloc(1, sizeof *job);
-  if (job == NULL) {
-    napi_throw_error(env, NULL, "libdeflate: out of memory");
-    return NULL;
-  }
-  job->owner = state;
-  job->in = in;
-  job->in_len = in_len;
-  job->out = out;
-  job->out_len = out_len;
-  napi_create_reference(env, argv[0], 1, &job->input_ref);
-  napi_create_reference(env, argv[1], 1, &job->output_ref);
-  napi_create_promise(env, &job->deferred, &promise);
-  if (state->outstanding++ == 0) napi_ref_threadsafe_function(env, state->done);
-  enqueue(job);
-  return promise;
+  napi_get_buffer_info(env, argv[0], &in, &args.in_len);
+  napi_get_buffer_info(env, argv[1], &out, &args.out_len);
+  if (args.out_len < SHA256_DIGEST_LENGTH) return throw_range(env, "hashBlock(): digest shorter than 32 bytes");
+  args.in = in;
+  args.out = out;
+  return submit(env, &args, argv[0], argv[1]);
 }
 
 // compressSync(input, output, level) -> the bytes written, as compress() but on the calling thread:
