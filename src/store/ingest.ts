@@ -206,7 +206,8 @@ export async function ingest(body: Readable, o: IngestOptions): Promise<IngestRe
           async ({ hash, crc }) => {
             await previous;
             Object.assign(ref, { hash, crc32: crc });
-            if (started.has(hash)) return sem.release();
+            // A block repeated within the upload, or one after a failure: nothing more to write.
+            if (started.has(hash) || failure) return sem.release();
             const p = writer.store(hash, chunk, crc).finally(() => sem.release());
             p.catch((err) => (failure ??= err)); // reported by the next write or by final()
             started.set(hash, p);
