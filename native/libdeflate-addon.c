@@ -19,6 +19,7 @@
 #define NAPI_VERSION 8
 #include <node_api.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <uv.h>
 #ifdef __linux__
@@ -168,30 +169,38 @@ static napi_value js_bound(napi_env env, napi_callback_info info) {
   return result;
 }
 
-// Reads and checks compress()'s arguments into `job`; false (with a JS exception pending) if bad.
-static bool read_job_args(napi_env env, napi_callback_info info, job_t *job) {
-  size_t argc = 3;
-  napi_value argv[3];
-  int32_t level;
-  void *in, *out;
-  size_t in_len, out_len;
+// Reads `count` arguments into `argv`, the first two of which must be Buffers: their bytes go to
+// job->in/in_len and job->out/out_len. False, with a RangeError pending, when they are not.
+static bool buffer_args(napi_env env, napi_callback_info info, size_t count, napi_value *argv, const char *usage, job_t *job) {
+  size_t argc = count;
   bool is_buffer;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 3)
-    return throw_range(env, "compress(input, output, level): three arguments"), false;
-  for (int i = 0; i < 2; i++) {
-    if (napi_is_buffer(env, argv[i], &is_buffer) != napi_ok || !is_buffer)
-      return throw_range(env, "compress(input, output, level): input and output must be Buffers"), false;
+  void *in, *out;
+  char message[128];
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < count) {
+    snprintf(message, sizeof message, "%s: %zu arguments", usage, count);
+    return throw_range(env, message), false;
   }
-  napi_get_buffer_info(env, argv[0], &in, &in_len);
-  napi_get_buffer_info(env, argv[1], &out, &out_len);
+  for (int i = 0; i < 2; i++) {
+    if (napi_is_buffer(env, argv[i], &is_buffer) != napi_ok || !is_buffer) {
+      snprintf(message, sizeof message, "%s: the first two arguments must be Buffers", usage);
+      return throw_range(env, message), false;
+    }
+  }
+  napi_get_buffer_info(env, argv[0], &in, &job->in_len);
+  napi_get_buffer_info(env, argv[1], &out, &job->out_len);
+  job->in = in;
+  job->out = out;
+  return true;
+}
+
+// Reads and checks compress()'s arguments into `argv` and `job`; false (with a JS exception pending) if bad.
+static bool read_job_args(napi_env env, napi_callback_info info, napi_value argv[3], job_t *job) {
+  int32_t level;
+  if (!buffer_args(env, info, 3, argv, "compress(input, output, level)", job)) return false;
   if (napi_get_value_int32(env, argv[2], &level) != napi_ok || level < 1 || level > MAX_LEVEL)
     return throw_range(env, "compress(): level must be an integer 1-12"), false;
-  if (in_len < MIN_INPUT) return throw_range(env, "compress(): input shorter than 64 bytes"), false;
-  if (out_len < bound_of(in_len)) return throw_range(env, "compress(): output smaller than bound(input.length)"), false;
-  job->in = in;
-  job->in_len = in_len;
-  job->out = out;
-  job->out_len = out_len;
+  if (job->in_len < MIN_INPUT) return throw_range(env, "compress(): input shorter than 64 bytes"), false;
+  if (job->out_len < bound_of(job->in_len)) return throw_range(env, "compress(): output smaller than bound(input.length)"), false;
   job->level = level;
   return true;
 }
@@ -228,42 +237,28 @@ static napi_value submit(napi_env env, const job_t *args, napi_value input, napi
 }
 
 static napi_value js_compress(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
   napi_value argv[3];
   job_t args = {0};
-  if (!read_job_args(env, info, &args)) return NULL;
-  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (!read_job_args(env, info, argv, &args)) return NULL;
   return submit(env, &args, argv[0], argv[1]);
 }
 
 // hashBlock(input, digest) -> Promise<number>: SHA-256 of `input` into `digest` (32 bytes) and its
 // CRC-32 (gzip's) as the result, on the addon's threads ahead of any deflate.
 static napi_value js_hash_block(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2];
-  void *in, *out;
-  bool is_buffer;
   job_t args = {0};  // level 0: a hashing job
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2)
-    return throw_range(env, "hashBlock(input, digest): two arguments");
-  for (int i = 0; i < 2; i++) {
-    if (napi_is_buffer(env, argv[i], &is_buffer) != napi_ok || !is_buffer)
-      return throw_range(env, "hashBlock(input, digest): input and digest must be Buffers");
-  }
-  napi_get_buffer_info(env, argv[0], &in, &args.in_len);
-  napi_get_buffer_info(env, argv[1], &out, &args.out_len);
+  if (!buffer_args(env, info, 2, argv, "hashBlock(input, digest)", &args)) return NULL;
   if (args.out_len < SHA256_DIGEST_LENGTH) return throw_range(env, "hashBlock(): digest shorter than 32 bytes");
-  args.in = in;
-  args.out = out;
   return submit(env, &args, argv[0], argv[1]);
 }
 
 // compressSync(input, output, level) -> the bytes written, as compress() but on the calling thread:
 // for contents of a few KiB, where a thread hop would cost more than the deflate.
 static napi_value js_compress_sync(napi_env env, napi_callback_info info) {
-  napi_value result;
+  napi_value argv[3], result;
   job_t job = {0};
-  if (!read_job_args(env, info, &job)) return NULL;
+  if (!read_job_args(env, info, argv, &job)) return NULL;
   run(&job);
   if (job.error != NULL) {
     napi_throw_error(env, NULL, job.error);
@@ -280,27 +275,18 @@ static _Thread_local struct libdeflate_decompressor *decompressor;
 // content fills `output` exactly (the content lands in `output` either way). Runs on the calling
 // thread: it is for bodies of a few KiB, where a thread hop would cost more than the inflate.
 static napi_value js_inflate_exact(napi_env env, napi_callback_info info) {
-  size_t argc = 2;
   napi_value argv[2], result;
-  void *in, *out;
-  size_t in_len, out_len, consumed = 0, produced = 0;
-  bool is_buffer;
+  job_t b = {0};  // only its buffers
+  size_t consumed = 0, produced = 0;
   uint8_t empty;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2)
-    return throw_range(env, "inflateExact(input, output): two arguments");
-  for (int i = 0; i < 2; i++) {
-    if (napi_is_buffer(env, argv[i], &is_buffer) != napi_ok || !is_buffer)
-      return throw_range(env, "inflateExact(input, output): input and output must be Buffers");
-  }
-  napi_get_buffer_info(env, argv[0], &in, &in_len);
-  napi_get_buffer_info(env, argv[1], &out, &out_len);
+  if (!buffer_args(env, info, 2, argv, "inflateExact(input, output)", &b)) return NULL;
   if (decompressor == NULL && (decompressor = libdeflate_alloc_decompressor()) == NULL) {
     napi_throw_error(env, NULL, "libdeflate: out of memory allocating a decompressor");
     return NULL;
   }
   enum libdeflate_result r = libdeflate_deflate_decompress_ex(
-      decompressor, in_len ? in : &empty, in_len, out_len ? out : &empty, out_len, &consumed, &produced);
-  napi_get_boolean(env, r == LIBDEFLATE_SUCCESS && consumed == in_len && produced == out_len, &result);
+      decompressor, b.in_len ? b.in : &empty, b.in_len, b.out_len ? b.out : &empty, b.out_len, &consumed, &produced);
+  napi_get_boolean(env, r == LIBDEFLATE_SUCCESS && consumed == b.in_len && produced == b.out_len, &result);
   return result;
 }
 

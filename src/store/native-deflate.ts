@@ -54,4 +54,4 @@ const loaded = load();
 
 /** The addon, or null; `nativeDeflateMissing` says why it is null. */
 export const nativeDeflate: NativeDeflate | null = loaded.addon;
-export const nativeDeflateMissing: string | undefined = loaded.why && !loaded.addon ? loaded.why : undefined;
+export const nativeDeflateMissing: string | undefined = loaded.why;
