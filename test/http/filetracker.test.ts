@@ -158,6 +158,33 @@ describe.each(BACKENDS)('Filetracker v2 on $name', ({ blobs, meta }) => {
     expect((await getContent(h.app, path)).res.status).toBe(404);
   });
 
+  it('rejects a small gzip body that is truncated or whose trailer lies, with 400, storing nothing', async () => {
+    // These bodies are not one valid member, so the small-body check hands them to the general
+    // inflate, which must refuse them.
+    const content = Buffer.from('small file for the trailer checks\n'.repeat(100));
+    const gz = gzipSync(content);
+    const wrongSize = Buffer.from(gz);
+    wrongSize.writeUInt32LE(content.length + 1, gz.length - 4);
+    const wrongCrc = Buffer.from(gz);
+    wrongCrc[gz.length - 8] ^= 0xff;
+    const hugeSize = Buffer.from(gz);
+    hugeSize.writeUInt32LE(0xfffffff0, gz.length - 4); // past one block: refused before any inflate
+    const counts = async () => [await h.count('files'), await h.count('contents')];
+    const before = await counts();
+    for (const [name, body] of [['truncated', gz.subarray(0, gz.length - 5)], ['wrong size', wrongSize], ['wrong CRC', wrongCrc], ['huge size', hugeSize]] as const) {
+      const path = `badtrailer-${uid()}`;
+      const res = await h.app.request(`/ft/files/${path}`, {
+        method: 'PUT',
+        body,
+        headers: { 'Content-Encoding': 'gzip', 'Last-Modified': date(T0) },
+      });
+      expect(res.status, name).toBe(400);
+      expect(res.headers.get('x-exception'), name).toMatch(/gzip/);
+      expect((await getContent(h.app, path)).res.status, name).toBe(404);
+    }
+    expect(await counts()).toEqual(before);
+  });
+
   // A literal '/../' is resolved away by the WHATWG URL parser before hono sees it (the raw
   // form is tested over a real socket in test/e2e); '%2F' keeps the segment intact here.
   it('rejects .. segments with 400 on every route', async () => {
