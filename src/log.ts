@@ -1,5 +1,5 @@
 // Root pino logger; modules take a child named after themselves (`logger.child({ module: 'store' })`).
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger } from 'pino';
 
 export type { Logger };
 
@@ -8,12 +8,15 @@ export interface LogOptions {
   level?: string;
   /** true: one JSON object per line; false: the same JSON (pretty printing is left to pino-pretty) */
   json?: boolean;
+  /** where the lines go (tests read them back); stdout by default */
+  destination?: DestinationStream;
 }
 
 let root: Logger = pino({ level: process.env.LOG_LEVEL ?? 'info' });
 
 export function configureLogger(options: LogOptions): Logger {
-  root = pino({ level: options.level ?? 'info', base: { pid: process.pid } });
+  const settings = { level: options.level ?? 'info', base: { pid: process.pid } };
+  root = options.destination ? pino(settings, options.destination) : pino(settings);
   return root;
 }
 

@@ -74,23 +74,34 @@ setInterval(() => {
 let thread: Worker | null = null;
 let registered = 0;
 let nextRemoval = 0;
-/** Removals posted and not yet acknowledged, by id: resolved by the ack or by the thread's exit. */
-const removals = new Map<number, () => void>();
+/**
+ * Removals posted to each thread and not yet acknowledged, by id: resolved by the ack or by
+ * that thread's exit. Per thread, because a thread that is ending can exit while a removal
+ * waits on the thread started after it, which may not even have opened the file yet.
+ */
+const removals = new Map<Worker, Map<number, () => void>>();
 
 function ensureThread(s: CheckpointerSettings): Worker {
   if (thread) return thread;
   const driver = createRequire(import.meta.url).resolve('better-sqlite3');
   const w = new Worker(WORKER_SOURCE, { eval: true, workerData: { driver, intervalMs: s.intervalMs, restartFrames: s.restartFrames } });
   w.unref(); // never keeps the process alive
+  const waiting = new Map<number, () => void>();
+  removals.set(w, waiting);
+  const settle = (id: number) => {
+    waiting.get(id)?.();
+    waiting.delete(id);
+  };
   w.on('message', (m: { error?: { path: string; code?: string; message: string }; removed?: number }) => {
     if (m.error) moduleLogger('sqlite.checkpoint').warn(m.error, 'background WAL checkpoint failed; the backstop checkpoint on commit still runs');
-    if (m.removed !== undefined) settleRemoval(m.removed);
+    if (m.removed !== undefined) settle(m.removed);
   });
   w.on('error', (err) => moduleLogger('sqlite.checkpoint').error({ err }, 'WAL checkpoint thread died'));
   w.on('exit', () => {
     if (thread === w) thread = null;
-    // A thread that has exited holds no file open; ids are per process, so settle them all.
-    for (const id of [...removals.keys()]) settleRemoval(id);
+    // A thread that has exited holds no file open: its own removals are done.
+    for (const id of [...waiting.keys()]) settle(id);
+    removals.delete(w);
   });
   thread = w;
   return w;
@@ -123,16 +134,13 @@ export function checkpointInBackground(
     if (stopped) return stopped;
     registered--;
     const id = nextRemoval++;
-    stopped = new Promise<void>((resolve) => removals.set(id, resolve));
+    const waiting = removals.get(w);
+    // A thread that has already exited (it died) holds no file open.
+    stopped = waiting ? new Promise<void>((resolve) => waiting.set(id, resolve)) : Promise.resolve();
     w.postMessage({ op: 'remove', path, id });
     if (registered === 0 && thread === w) thread = null; // the thread exits once it has closed the last one
     return stopped;
   };
-}
-
-function settleRemoval(id: number): void {
-  removals.get(id)?.();
-  removals.delete(id);
 }
 
 /** Whether a checkpoint thread is running (for tests). */

@@ -111,4 +111,35 @@ describe('checkpointInBackground', () => {
       expect(() => statSync(dir)).toThrow(/ENOENT/);
     }
   });
+
+  it('waits for the thread that has the file open, not for an earlier thread that exits meanwhile', async () => {
+    // A thread that ended with its last database used to settle every removal still waiting,
+    // including one posted to the thread started after it: that thread could then open the
+    // database after stop() had resolved, failing if it was gone, or leaving -wal/-shm files in
+    // a directory being removed (CI: ENOTEMPTY from a test's cleanup).
+    const lines: string[] = [];
+    configureLogger({ level: 'warn', destination: { write: (line: string) => void lines.push(line) } });
+    try {
+      for (let i = 0; i < 20; i++) {
+        const a = openDb();
+        const stopA = checkpointInBackground(a.db, a.path, 'NORMAL', FAST);
+        const aStopped = stopA(); // its thread ends...
+        const b = openDb(); // ...while the next database starts a new one
+        const stopB = checkpointInBackground(b.db, b.path, 'NORMAL', FAST);
+        await stopB();
+        b.db.close();
+        const dir = dirs.pop()!;
+        rmSync(dir, { recursive: true });
+        await aStopped;
+        a.db.close();
+        await new Promise((r) => setTimeout(r, 4 * FAST.intervalMs));
+        expect(() => statSync(dir)).toThrow(/ENOENT/);
+      }
+      // Give a thread still starting the time to open what it was handed, were it still to come.
+      await new Promise((r) => setTimeout(r, 200));
+      expect(lines).toEqual([]);
+    } finally {
+      configureLogger({ level: 'silent' });
+    }
+  });
 });
