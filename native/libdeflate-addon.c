@@ -10,14 +10,20 @@
 //   hashBlock(input, digest) -> Promise<number>: SHA-256 into `digest`, the CRC-32 as the result
 //     (OpenSSL's and zlib's, as node exports them), on the addon's threads before any deflate
 //   inflateExact(input, output) -> boolean, on the calling thread (see js_inflate_exact below)
+//   contentHash() -> a SHA-256 state for one content, fed in order by
+//     contentHashUpdate(state, input) -> Promise<void> on the addon's threads, and read by
+//     contentHashDigest(state, digest) once every update has settled
+//   gearScan(input, gear, from, normalEnd, end, hash, maskS, maskL) -> number, FastCDC's cut search
+//     on the calling thread (see js_gear_scan below)
 //
-// compress() and hashBlock() run on the addon's own threads, one per CPU, at a lower scheduling
+// compress(), hashBlock() and contentHashUpdate() run on the addon's own threads, one per CPU, at a lower scheduling
 // priority (nice DEFLATE_NICE on Linux) than the event loop and libuv's pool: a large upload's
 // blocks then take the CPU the rest leaves, instead of crowding out the gunzip that feeds them,
 // the event loop and other requests' file I/O. The caller keeps both buffers alive and unchanged until the
 // promise settles (the binding also holds a reference to each).
 #define NAPI_VERSION 8
 #include <node_api.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +34,7 @@
 #include <unistd.h>
 #endif
 
+#include <openssl/evp.h>
 #include <openssl/sha.h>
 #include <zlib.h>
 
@@ -53,8 +60,18 @@ typedef struct {
   uint32_t outstanding;  // jobs queued or running; the function keeps the loop alive while > 0
 } env_state_t;
 
+// One content's SHA-256, fed by updates that must run one at a time and in the order submitted.
+typedef struct {
+  EVP_MD_CTX *sha;
+  bool busy;         // an update is running (under queue_lock): its later ones wait in the queue
+  uint32_t pending;  // updates submitted and not yet settled (on the JS thread only)
+} content_hash_t;
+
+typedef enum { JOB_DEFLATE, JOB_HASH_BLOCK, JOB_CONTENT_UPDATE } job_kind_t;
+
 typedef struct job {
   struct job *next;
+  job_kind_t kind;
   env_state_t *owner;
   napi_deferred deferred;
   napi_ref input_ref, output_ref;
@@ -62,8 +79,10 @@ typedef struct job {
   size_t in_len;
   uint8_t *out;
   size_t out_len;
-  int level;  // 0: a hashing job (SHA-256 into `out`, CRC-32 into `written`)
-  size_t written;
+  int level;                // JOB_DEFLATE
+  content_hash_t *content;  // JOB_CONTENT_UPDATE
+  size_t written;           // JOB_DEFLATE: bytes written; JOB_HASH_BLOCK: the CRC-32
+
   const char *error;
 } job_t;
 
@@ -72,8 +91,9 @@ static uv_once_t started = UV_ONCE_INIT;
 static uv_mutex_t queue_lock;
 static uv_cond_t queue_ready;
 static job_t *queue_head, *queue_tail;
-// Hashing jobs go first: an upload's block lookups wait on them, while nothing waits on a deflate
-// but the block's own write.
+// Hashing jobs go first: an upload's block lookups and its commit wait on them, while nothing waits
+// on a deflate but the block's own write. A content's update waits there while an earlier one of
+// the same content runs, and the jobs behind it may pass it.
 static job_t *hash_head, *hash_tail;
 
 static size_t bound_of(size_t length) {
@@ -81,9 +101,13 @@ static size_t bound_of(size_t length) {
 }
 
 static void run(job_t *job) {
-  if (job->level == 0) {
+  if (job->kind == JOB_HASH_BLOCK) {
     SHA256(job->in, job->in_len, job->out);
     job->written = crc32_z(0, job->in, job->in_len);
+    return;
+  }
+  if (job->kind == JOB_CONTENT_UPDATE) {
+    if (EVP_DigestUpdate(job->content->sha, job->in, job->in_len) != 1) job->error = "contentHashUpdate(): OpenSSL failed";
     return;
   }
   struct libdeflate_compressor *c = compressors[job->level];
@@ -96,6 +120,24 @@ static void run(job_t *job) {
   if (job->written == 0) job->error = "libdeflate: output buffer too small";
 }
 
+// Under queue_lock: unlinks and returns the first hashing job that may run now (a content's update
+// waits while an earlier one of it runs), else the oldest deflate, else NULL.
+static job_t *take_job(void) {
+  for (job_t **link = &hash_head, *prev = NULL; *link != NULL; prev = *link, link = &(*link)->next) {
+    job_t *job = *link;
+    if (job->kind == JOB_CONTENT_UPDATE && job->content->busy) continue;
+    *link = job->next;
+    if (hash_tail == job) hash_tail = prev;
+    return job;
+  }
+  job_t *job = queue_head;
+  if (job != NULL) {
+    queue_head = job->next;
+    if (queue_head == NULL) queue_tail = NULL;
+  }
+  return job;
+}
+
 static void compressing_thread(void *arg) {
   (void)arg;
 #ifdef __linux__
@@ -103,19 +145,17 @@ static void compressing_thread(void *arg) {
 #endif
   for (;;) {
     uv_mutex_lock(&queue_lock);
-    while (queue_head == NULL && hash_head == NULL) uv_cond_wait(&queue_ready, &queue_lock);
     job_t *job;
-    if (hash_head != NULL) {
-      job = hash_head;
-      hash_head = job->next;
-      if (hash_head == NULL) hash_tail = NULL;
-    } else {
-      job = queue_head;
-      queue_head = job->next;
-      if (queue_head == NULL) queue_tail = NULL;
-    }
+    while ((job = take_job()) == NULL) uv_cond_wait(&queue_ready, &queue_lock);
+    if (job->kind == JOB_CONTENT_UPDATE) job->content->busy = true;
     uv_mutex_unlock(&queue_lock);
     run(job);
+    if (job->kind == JOB_CONTENT_UPDATE) {
+      uv_mutex_lock(&queue_lock);
+      job->content->busy = false;
+      uv_cond_broadcast(&queue_ready);  // its next update may be all that is queued
+      uv_mutex_unlock(&queue_lock);
+    }
     // Fails only while the job's environment is being torn down; nothing is left to tell then.
     if (napi_call_threadsafe_function(job->owner->done, job, napi_tsfn_blocking) != napi_ok) free(job);
   }
@@ -137,8 +177,10 @@ static void finish(napi_env env, napi_value js_callback, void *context, void *da
   job_t *job = data;
   if (env != NULL) {
     napi_value result;
+    if (job->kind == JOB_CONTENT_UPDATE) job->content->pending--;
     if (job->error == NULL) {
-      napi_create_double(env, (double)job->written, &result);
+      if (job->kind == JOB_CONTENT_UPDATE) napi_get_undefined(env, &result);
+      else napi_create_double(env, (double)job->written, &result);
       napi_resolve_deferred(env, job->deferred, result);
     } else {
       napi_value message;
@@ -201,6 +243,7 @@ static bool read_job_args(napi_env env, napi_callback_info info, napi_value argv
     return throw_range(env, "compress(): level must be an integer 1-12"), false;
   if (job->in_len < MIN_INPUT) return throw_range(env, "compress(): input shorter than 64 bytes"), false;
   if (job->out_len < bound_of(job->in_len)) return throw_range(env, "compress(): output smaller than bound(input.length)"), false;
+  job->kind = JOB_DEFLATE;
   job->level = level;
   return true;
 }
@@ -208,7 +251,8 @@ static bool read_job_args(napi_env env, napi_callback_info info, napi_value argv
 static void enqueue(job_t *job) {
   uv_once(&started, start_threads);
   uv_mutex_lock(&queue_lock);
-  job_t **head = job->level == 0 ? &hash_head : &queue_head, **tail = job->level == 0 ? &hash_tail : &queue_tail;
+  bool hashing = job->kind != JOB_DEFLATE;
+  job_t **head = hashing ? &hash_head : &queue_head, **tail = hashing ? &hash_tail : &queue_tail;
   if (*tail) (*tail)->next = job;
   else *head = job;
   *tail = job;
@@ -247,7 +291,7 @@ static napi_value js_compress(napi_env env, napi_callback_info info) {
 // CRC-32 (gzip's) as the result, on the addon's threads ahead of any deflate.
 static napi_value js_hash_block(napi_env env, napi_callback_info info) {
   napi_value argv[2];
-  job_t args = {0};  // level 0: a hashing job
+  job_t args = {.kind = JOB_HASH_BLOCK};
   if (!buffer_args(env, info, 2, argv, "hashBlock(input, digest)", &args)) return NULL;
   if (args.out_len < SHA256_DIGEST_LENGTH) return throw_range(env, "hashBlock(): digest shorter than 32 bytes");
   return submit(env, &args, argv[0], argv[1]);
@@ -290,6 +334,135 @@ static napi_value js_inflate_exact(napi_env env, napi_callback_info info) {
   return result;
 }
 
+static void free_content_hash(napi_env env, void *data, void *hint) {
+  (void)env;
+  (void)hint;
+  content_hash_t *content = data;
+  EVP_MD_CTX_free(content->sha);
+  free(content);
+}
+
+// contentHash() -> an opaque SHA-256 state (freed with its JS value).
+static napi_value js_content_hash(napi_env env, napi_callback_info info) {
+  (void)info;
+  napi_value result;
+  content_hash_t *content = calloc(1, sizeof *content);
+  if (content == NULL || (content->sha = EVP_MD_CTX_new()) == NULL || EVP_DigestInit_ex(content->sha, EVP_sha256(), NULL) != 1) {
+    if (content != NULL) free_content_hash(env, content, NULL);
+    napi_throw_error(env, NULL, "contentHash(): out of memory");
+    return NULL;
+  }
+  if (napi_create_external(env, content, free_content_hash, NULL, &result) != napi_ok) {
+    free_content_hash(env, content, NULL);
+    return NULL;
+  }
+  return result;
+}
+
+// The state behind a contentHash() value, or NULL with a RangeError pending.
+static content_hash_t *content_arg(napi_env env, napi_value value, const char *usage) {
+  napi_valuetype type;
+  void *content = NULL;
+  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external || napi_get_value_external(env, value, &content) != napi_ok) {
+    char message[128];
+    snprintf(message, sizeof message, "%s: the state must come from contentHash()", usage);
+    throw_range(env, message);
+    return NULL;
+  }
+  return content;
+}
+
+// contentHashUpdate(state, input) -> Promise<void>: feeds `input` to the state on the addon's
+// threads, after every update submitted to it before (the caller keeps `input` unchanged until the
+// promise settles).
+static napi_value js_content_hash_update(napi_env env, napi_callback_info info) {
+  static const char usage[] = "contentHashUpdate(state, input)";
+  size_t argc = 2;
+  napi_value argv[2];
+  bool is_buffer;
+  void *in;
+  job_t args = {.kind = JOB_CONTENT_UPDATE};
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) return throw_range(env, "contentHashUpdate(state, input): 2 arguments");
+  if ((args.content = content_arg(env, argv[0], usage)) == NULL) return NULL;
+  if (napi_is_buffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer) return throw_range(env, "contentHashUpdate(state, input): input must be a Buffer");
+  napi_get_buffer_info(env, argv[1], &in, &args.in_len);
+  args.in = in;
+  napi_value promise = submit(env, &args, argv[1], argv[0]);
+  if (promise != NULL) args.content->pending++;
+  return promise;
+}
+
+// contentHashDigest(state, digest): the SHA-256 of everything fed into `digest` (32 bytes). The
+// state is spent: a later update or digest gives a different hash. Throws while updates are out.
+static napi_value js_content_hash_digest(napi_env env, napi_callback_info info) {
+  static const char usage[] = "contentHashDigest(state, digest)";
+  size_t argc = 2;
+  napi_value argv[2];
+  bool is_buffer;
+  void *digest;
+  size_t digest_len;
+  content_hash_t *content;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) return throw_range(env, "contentHashDigest(state, digest): 2 arguments");
+  if ((content = content_arg(env, argv[0], usage)) == NULL) return NULL;
+  if (napi_is_buffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer ||
+      napi_get_buffer_info(env, argv[1], &digest, &digest_len) != napi_ok || digest_len < SHA256_DIGEST_LENGTH)
+    return throw_range(env, "contentHashDigest(state, digest): digest must be a Buffer of at least 32 bytes");
+  if (content->pending > 0) {
+    napi_throw_error(env, NULL, "contentHashDigest(): updates are still running");
+    return NULL;
+  }
+  if (EVP_DigestFinal_ex(content->sha, digest, NULL) != 1) napi_throw_error(env, NULL, "contentHashDigest(): OpenSSL failed");
+  return NULL;
+}
+
+// The first cut in data[i, end) for `mask`, or -1; *h carries the hash in and out.
+static int64_t gear_cut(const uint8_t *data, const uint32_t *gear, int64_t i, int64_t end, uint32_t *h, uint32_t mask) {
+  uint32_t hash = *h;
+  for (; i < end; i++) {
+    hash = (hash << 1) + gear[data[i]];
+    if ((hash & mask) == 0) {
+      *h = hash;
+      return i + 1;
+    }
+  }
+  *h = hash;
+  return -1;
+}
+
+// gearScan(input, gear, from, normalEnd, end, hash, maskS, maskL) -> number: rolls FastCDC's gear
+// hash (h = (h << 1) + gear[byte], 32 bits) from `hash` over input[from, end), testing `maskS`
+// before normalEnd and `maskL` from there on, and stops after the first byte that leaves no bit of
+// the mask set. Returns that cut (the index just past the byte), or, when there is none, -1 - the
+// hash it ended with (as an unsigned 32-bit number). src/store/chunker.ts has the same loop in
+// JavaScript; chunking random bytes with this one is about 1.4x as fast (bench limits: 1034 vs 746 MB/s).
+static napi_value js_gear_scan(napi_env env, napi_callback_info info) {
+  size_t argc = 8;
+  napi_value argv[8], result;
+  bool is_buffer;
+  void *input, *gear_data;
+  size_t length, gear_length;
+  napi_typedarray_type gear_type;
+  int64_t from, normal_end, end;
+  uint32_t h, mask_s, mask_l;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 8 ||
+      napi_is_buffer(env, argv[0], &is_buffer) != napi_ok || !is_buffer ||
+      napi_get_buffer_info(env, argv[0], &input, &length) != napi_ok ||
+      napi_get_typedarray_info(env, argv[1], &gear_type, &gear_length, &gear_data, NULL, NULL) != napi_ok ||
+      gear_type != napi_int32_array || gear_length != 256 ||
+      napi_get_value_int64(env, argv[2], &from) != napi_ok || napi_get_value_int64(env, argv[3], &normal_end) != napi_ok ||
+      napi_get_value_int64(env, argv[4], &end) != napi_ok || napi_get_value_uint32(env, argv[5], &h) != napi_ok ||
+      napi_get_value_uint32(env, argv[6], &mask_s) != napi_ok || napi_get_value_uint32(env, argv[7], &mask_l) != napi_ok)
+    return throw_range(env, "gearScan(input, gear, from, normalEnd, end, hash, maskS, maskL): a Buffer, an Int32Array of 256, five numbers");
+  if (from < 0 || end > (int64_t)length) return throw_range(env, "gearScan(): from and end must lie within the input");
+  const uint8_t *data = input;
+  const uint32_t *gear = gear_data;
+  int64_t cut = gear_cut(data, gear, from, normal_end < end ? normal_end : end, &h, mask_s);
+  if (cut < 0) cut = gear_cut(data, gear, from > normal_end ? from : normal_end, end, &h, mask_l);
+  if (cut >= 0) napi_create_int64(env, cut, &result);
+  else napi_create_double(env, -1.0 - (double)h, &result);
+  return result;
+}
+
 static void free_state(napi_env env, void *data, void *hint) {
   (void)env;
   (void)hint;
@@ -314,6 +487,10 @@ static napi_value init(napi_env env, napi_value exports) {
       {"compressSync", NULL, js_compress_sync, NULL, NULL, NULL, napi_enumerable, NULL},
       {"hashBlock", NULL, js_hash_block, NULL, NULL, NULL, napi_enumerable, NULL},
       {"inflateExact", NULL, js_inflate_exact, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"contentHash", NULL, js_content_hash, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"contentHashUpdate", NULL, js_content_hash_update, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"contentHashDigest", NULL, js_content_hash_digest, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"gearScan", NULL, js_gear_scan, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

@@ -1,6 +1,7 @@
 // FastCDC content-defined chunking: block boundaries follow the content, so an insertion shifts only nearby blocks.
 import { Transform, type TransformCallback } from 'node:stream';
 import { GEAR } from './gear.js';
+import { nativeDeflate } from './native-deflate.js';
 
 /** Chunk size bounds. All in bytes. */
 export interface ChunkerParams {
@@ -92,6 +93,29 @@ function found(h: number, cut: number): number {
 }
 
 /**
+ * The first cut in data[i, end): tested against maskS before normalEnd and maskL from there on.
+ *
+ * @returns the cut, or -1 with the hash left in scanHash
+ */
+export type CutSearch = (data: Buffer, i: number, normalEnd: number, end: number, h: number, maskS: number, maskL: number) => number;
+
+/** The cut search in JavaScript. */
+export const jsCutSearch: CutSearch = (data, i, normalEnd, end, h, maskS, maskL) => {
+  const cut = scan(data, i, normalEnd, h, maskS);
+  return cut >= 0 ? cut : scan(data, Math.max(i, normalEnd), end, scanHash, maskL);
+};
+
+/** The same search in the addon: chunking random bytes about 1.4x as fast (bench limits), one call per search. */
+export const nativeCutSearch: CutSearch | null = nativeDeflate
+  ? (data, i, normalEnd, end, h, maskS, maskL) => {
+      const r = nativeDeflate!.gearScan(data, GEAR, i, normalEnd, end, h, maskS, maskL);
+      if (r >= 0) return r;
+      scanHash = (-1 - r) | 0;
+      return -1;
+    }
+  : null;
+
+/**
  * Incremental FastCDC (normalized chunking, level 2: the mask has log2(avg)+2
  * bits below avgSize and log2(avg)-2 bits above it, which narrows the size
  * distribution around avgSize). Cuts depend only on content, so any split of the
@@ -114,7 +138,10 @@ export class Chunker {
   /** Rolling hash carried across push() calls; 0 at every chunk start. */
   #hash = 0;
 
-  constructor(p: ChunkerParams) {
+  readonly #search: CutSearch;
+
+  /** @param search the cut search: the addon's when it is built (tests pass either) */
+  constructor(p: ChunkerParams, search: CutSearch = nativeCutSearch ?? jsCutSearch) {
     const reason = validateChunkerParams(p);
     if (reason !== null) throw new RangeError(`invalid chunker parameters: ${reason}`);
     this.#minSize = p.minSize;
@@ -124,6 +151,7 @@ export class Chunker {
     this.#maskS = highMask(bits + 2);
     this.#maskL = highMask(bits - 2);
     this.#carry = Buffer.allocUnsafe(p.maxSize);
+    this.#search = search;
   }
 
   /**
@@ -150,17 +178,14 @@ export class Chunker {
       // Cut-point skipping: bytes below minSize are never hashed.
       if (i < origin + minSize) i = origin + minSize;
       if (i >= len) break;
-      const normalEnd = Math.min(len, origin + avgSize);
-      let cut = scan(data, i, normalEnd, h, maskS);
-      h = scanHash;
+      const hardEnd = origin + maxSize;
+      const end = Math.min(len, hardEnd);
+      let cut = this.#search(data, i, Math.min(len, origin + avgSize), end, h, maskS, maskL);
+      if (cut < 0 && end === hardEnd) cut = hardEnd;
       if (cut < 0) {
-        const hardEnd = origin + maxSize;
-        const end = Math.min(len, hardEnd);
-        cut = scan(data, Math.max(i, normalEnd), end, h, maskL);
         h = scanHash;
-        if (cut < 0 && end === hardEnd) cut = hardEnd;
+        break; // the chunk goes on into the next push()
       }
-      if (cut < 0) break; // the chunk goes on into the next push()
       out.push(this.#emit(carried, data, start, cut));
       carried = 0;
       h = 0;
@@ -233,8 +258,8 @@ export function createChunkerStream(p: ChunkerParams): Transform {
  * @example
  * chunkBuffer(Buffer.alloc(0), DEFAULT_CHUNKER); // []
  */
-export function chunkBuffer(data: Buffer, p: ChunkerParams): Buffer[] {
-  const chunker = new Chunker(p);
+export function chunkBuffer(data: Buffer, p: ChunkerParams, search?: CutSearch): Buffer[] {
+  const chunker = new Chunker(p, search);
   const chunks = chunker.push(data);
   const last = chunker.finish();
   if (last !== null) chunks.push(last);

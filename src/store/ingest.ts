@@ -1,10 +1,11 @@
-// The upload pipeline: body -> (gunzip) -> whole-content SHA-256 -> FastCDC -> per-block hash,
-// existence check, compression and write, several blocks in flight. Nothing is buffered beyond
+// The upload pipeline: body -> (gunzip) -> FastCDC -> per-block hash (and the whole content's
+// SHA-256, fed block by block in order), existence check, compression and write, several blocks
+// in flight. Nothing is buffered beyond
 // `concurrency` blocks; the body pauses while all permits are taken. Small bodies (the common
 // Filetracker case) whose content fits one block take a buffered path instead and come back as
 // one whole gzip member (store/small-member.ts).
 import { createHash } from 'node:crypto';
-import { Readable, Transform, Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { createGunzip, crc32, gunzipSync } from 'node:zlib';
 import type { BlobStore } from '../blobs/blob-store.js';
@@ -79,6 +80,32 @@ const hashBlock: (block: Buffer) => Promise<{ hash: string; crc: number }> = nat
       return { hash: digest.toString('hex'), crc };
     }
   : async (block) => ({ hash: sha256hex(block), crc: crc32(block) });
+
+/** The whole content's SHA-256, fed its blocks in content order. */
+interface ContentHasher {
+  /** Settles once `block` is in the hash; `block` stays unchanged until then. */
+  update(block: Buffer): Promise<void>;
+  /** The hex digest, once every update has settled. */
+  digest(): string;
+}
+
+/** On the addon's threads (each update after the previous one) when it is built, else here. */
+function contentHasher(): ContentHasher {
+  const native = nativeDeflate;
+  if (native) {
+    const state = native.contentHash();
+    return {
+      update: (block) => native.contentHashUpdate(state, block),
+      digest: () => {
+        const digest = Buffer.allocUnsafe(32);
+        native.contentHashDigest(state, digest);
+        return digest.toString('hex');
+      },
+    };
+  }
+  const hash = createHash('sha256');
+  return { update: async (block) => void hash.update(block), digest: () => hash.digest('hex') };
+}
 
 /** Writes the blocks of one upload that the store lacks, remembering what it did. */
 class BlockWriter {
@@ -174,16 +201,8 @@ export async function ingestBody(body: Readable, bodyLength: number | undefined,
 
 /** Streams `body` into the blob store as blocks; commits no metadata. */
 export async function ingest(body: Readable, o: IngestOptions): Promise<IngestResult> {
-  const whole = createHash('sha256');
+  const whole = contentHasher();
   let logicalSize = 0;
-  const tap = new Transform({
-    transform(chunk: Buffer, _enc, cb) {
-      whole.update(chunk);
-      logicalSize += chunk.length;
-      cb(null, chunk);
-    },
-  });
-
   const writer = new BlockWriter(o);
   const blocks: BlockRef[] = [];
   const started = new Map<string, Promise<Placed>>();
@@ -199,8 +218,11 @@ export async function ingest(body: Readable, o: IngestOptions): Promise<IngestRe
       if (failure) return cb(failure as Error);
       const ref: BlockRef = { hash: '', size: chunk.length, storedSize: -1, crc32: 0 };
       blocks.push(ref);
+      logicalSize += chunk.length;
       sem.acquire().then(() => {
-        const hashed = hashBlock(chunk);
+        // Writes come one at a time, in content order: so do the content hash's updates. The
+        // permit is held until both hashes have the block, so the blocks they hold stay bounded.
+        const hashed = Promise.all([hashBlock(chunk), whole.update(chunk)]).then(([block]) => block);
         const previous = registered;
         registered = hashed.then(
           async ({ hash, crc }) => {
@@ -233,7 +255,7 @@ export async function ingest(body: Readable, o: IngestOptions): Promise<IngestRe
 
   const stages: Array<NodeJS.ReadableStream | NodeJS.WritableStream> = [body];
   if (o.gzip) stages.push(createGunzip({ chunkSize: GUNZIP_CHUNK }));
-  stages.push(tap, createChunkerStream(o.chunker), sink);
+  stages.push(createChunkerStream(o.chunker), sink);
   try {
     await (pipeline as (...s: unknown[]) => Promise<void>)(...stages, o.signal ? { signal: o.signal } : {});
   } catch (err) {
@@ -249,7 +271,7 @@ export async function ingest(body: Readable, o: IngestOptions): Promise<IngestRe
     throw classifyIngestError(err, o.signal);
   }
   for (const b of blocks) Object.assign(b, await started.get(b.hash)!);
-  return writer.result(whole.digest('hex'), logicalSize, blocks);
+  return writer.result(whole.digest(), logicalSize, blocks);
 }
 
 /** The whole body, which the client announced as `length` bytes (at most SMALL_BODY_BYTES). */

@@ -1,6 +1,7 @@
-// libdeflate, and block hashing off the event loop, as a Node addon (native/libdeflate-addon.c, built
-// by `npm ci` through binding.gyp), or null when the addon is not built: segments are then deflated,
-// and small bodies inflated, by zlib, and blocks hashed on the event loop.
+// libdeflate, hashing off the event loop and FastCDC's inner loop, as a Node addon
+// (native/libdeflate-addon.c, built by `npm ci` through binding.gyp), or null when the addon is not
+// built: segments are then deflated, and small bodies inflated, by zlib, and blocks and contents
+// hashed and cut on the event loop.
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -23,7 +24,22 @@ export interface NativeDeflate {
    * complete raw deflate stream whose content fills `output` exactly.
    */
   inflateExact(input: Buffer, output: Buffer): boolean;
+  /** A new SHA-256 state for one content (opaque; freed with it). */
+  contentHash(): ContentHashState;
+  /** Feeds `input` to `state` on the addon's threads, after every update of `state` submitted before. */
+  contentHashUpdate(state: ContentHashState, input: Buffer): Promise<void>;
+  /** The SHA-256 of all that was fed into `digest` (32 bytes); throws while updates are out. Spends the state. */
+  contentHashDigest(state: ContentHashState, digest: Buffer): void;
+  /**
+   * FastCDC's cut search on the calling thread (src/store/chunker.ts has the same loop): rolls the
+   * gear hash from `hash` over input[from, end), testing maskS before normalEnd and maskL after.
+   * Returns the cut, or -1 - the final hash (as an unsigned 32-bit number) when there is none.
+   */
+  gearScan(input: Buffer, gear: Int32Array, from: number, normalEnd: number, end: number, hash: number, maskS: number, maskL: number): number;
 }
+
+/** What contentHash() returns: only the addon reads it. */
+export type ContentHashState = { readonly __brand: 'ContentHashState' };
 
 /** The addon refuses shorter inputs (libdeflate would end them with a final block). */
 export const NATIVE_MIN_BYTES = 64;

@@ -7,10 +7,14 @@ import {
   DEFAULT_CHUNKER,
   chunkBuffer,
   createChunkerStream,
+  jsCutSearch,
+  nativeCutSearch,
   validateChunkerParams,
+  type CutSearch,
   type ChunkerParams,
 } from '../../src/store/chunker.js';
 import { GEAR, GEAR_SEED } from '../../src/store/gear.js';
+import { nativeDeflate } from '../../src/store/native-deflate.js';
 
 /** mulberry32: a seeded PRNG, so failures reproduce. */
 function rng(seed: number): () => number {
@@ -31,6 +35,12 @@ function randomBuffer(seed: number, length: number): Buffer {
 }
 
 const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+
+/** Both cut searches must cut identically; the addon's is the default, and CI builds it. */
+const SEARCHES: Array<[string, CutSearch]> = [
+  ['addon', nativeCutSearch!],
+  ['JavaScript', jsCutSearch],
+];
 
 /** Small parameters make many chunks out of little data, so edge cases come up often. */
 const SMALL: ChunkerParams = { minSize: 64, avgSize: 256, maxSize: 1024 };
@@ -74,9 +84,9 @@ function checkBounds(chunks: Buffer[], input: Buffer, p: ChunkerParams): void {
 }
 
 /** Feeds `data` in pieces cut at random points (sometimes empty, sometimes single bytes). */
-function chunkInPieces(data: Buffer, p: ChunkerParams, seed: number, maxPiece: number): Buffer[] {
+function chunkInPieces(data: Buffer, p: ChunkerParams, seed: number, maxPiece: number, search: CutSearch): Buffer[] {
   const next = rng(seed);
-  const chunker = new Chunker(p);
+  const chunker = new Chunker(p, search);
   const out: Buffer[] = [];
   for (let at = 0; at < data.length; ) {
     const piece = next() % 4 === 0 ? next() % 3 : next() % maxPiece;
@@ -120,37 +130,37 @@ describe('validateChunkerParams', () => {
   });
 });
 
-describe('chunkBuffer', () => {
+describe.each(SEARCHES)('chunkBuffer (%s cut search)', (_name, search) => {
   it('returns no chunks for empty input, one short chunk for short input', () => {
-    expect(chunkBuffer(Buffer.alloc(0), DEFAULT_CHUNKER)).toEqual([]);
+    expect(chunkBuffer(Buffer.alloc(0), DEFAULT_CHUNKER, search)).toEqual([]);
     const short = randomBuffer(1, 1000);
-    const chunks = chunkBuffer(short, DEFAULT_CHUNKER);
+    const chunks = chunkBuffer(short, DEFAULT_CHUNKER, search);
     expect(chunks).toHaveLength(1);
     expect(chunks[0].equals(short)).toBe(true);
   });
 
   it('respects the size bounds on random data', () => {
     const data = randomBuffer(2, 4 << 20);
-    const chunks = chunkBuffer(data, DEFAULT_CHUNKER);
+    const chunks = chunkBuffer(data, DEFAULT_CHUNKER, search);
     checkBounds(chunks, data, DEFAULT_CHUNKER);
     // Normalized chunking keeps sizes near the target: mean within [avg / 2, 2 * avg].
     const mean = data.length / chunks.length;
     expect(mean).toBeGreaterThan(DEFAULT_CHUNKER.avgSize / 2);
     expect(mean).toBeLessThan(DEFAULT_CHUNKER.avgSize * 2);
-    checkBounds(chunkBuffer(data.subarray(0, 200_000), SMALL), data.subarray(0, 200_000), SMALL);
+    checkBounds(chunkBuffer(data.subarray(0, 200_000), SMALL, search), data.subarray(0, 200_000), SMALL);
   });
 
   it('cuts at maxSize when the content never matches (constant bytes)', () => {
     for (const fill of [0, 0xff, 0x5a]) {
       const data = Buffer.alloc(3 * 1024 * 1024 + 17, fill);
-      checkBounds(chunkBuffer(data, DEFAULT_CHUNKER), data, DEFAULT_CHUNKER);
-      checkBounds(chunkBuffer(data.subarray(0, 10_000), SMALL), data.subarray(0, 10_000), SMALL);
+      checkBounds(chunkBuffer(data, DEFAULT_CHUNKER, search), data, DEFAULT_CHUNKER);
+      checkBounds(chunkBuffer(data.subarray(0, 10_000), SMALL, search), data.subarray(0, 10_000), SMALL);
     }
   });
 
   it('returns copies that own their memory', () => {
     const data = randomBuffer(3, 1 << 20);
-    const chunks = chunkBuffer(data, DEFAULT_CHUNKER);
+    const chunks = chunkBuffer(data, DEFAULT_CHUNKER, search);
     const before = sha256(chunks[0]);
     data.fill(0);
     expect(sha256(chunks[0])).toBe(before);
@@ -159,40 +169,40 @@ describe('chunkBuffer', () => {
 
   it('agrees with a plain reference implementation', () => {
     const data = randomBuffer(10, 4 << 20);
-    expect(chunkBuffer(data, DEFAULT_CHUNKER).map((c) => c.length)).toEqual(referenceLengths(data, DEFAULT_CHUNKER));
+    expect(chunkBuffer(data, DEFAULT_CHUNKER, search).map((c) => c.length)).toEqual(referenceLengths(data, DEFAULT_CHUNKER));
     const small = data.subarray(0, 300_000);
-    expect(chunkBuffer(small, SMALL).map((c) => c.length)).toEqual(referenceLengths(small, SMALL));
+    expect(chunkBuffer(small, SMALL, search).map((c) => c.length)).toEqual(referenceLengths(small, SMALL));
     const zeros = Buffer.alloc(2 << 20);
-    expect(chunkBuffer(zeros, DEFAULT_CHUNKER).map((c) => c.length)).toEqual(referenceLengths(zeros, DEFAULT_CHUNKER));
+    expect(chunkBuffer(zeros, DEFAULT_CHUNKER, search).map((c) => c.length)).toEqual(referenceLengths(zeros, DEFAULT_CHUNKER));
   });
 
   it('keeps the pinned cut points (a change would break dedup with stored blocks)', () => {
-    const lengths = chunkBuffer(randomBuffer(1, 4 << 20), DEFAULT_CHUNKER).map((c) => c.length);
+    const lengths = chunkBuffer(randomBuffer(1, 4 << 20), DEFAULT_CHUNKER, search).map((c) => c.length);
     expect(lengths).toHaveLength(29);
     expect(lengths.slice(0, 8)).toEqual([144883, 156009, 144563, 143024, 155829, 58006, 161823, 118601]);
   });
 });
 
-describe('streaming', () => {
+describe.each(SEARCHES)('streaming (%s cut search)', (_name, search) => {
   it('gives the same chunks for any split of the input (small params, many seeds)', () => {
     const data = randomBuffer(4, 300_000);
-    const whole = chunkBuffer(data, SMALL).map(sha256);
+    const whole = chunkBuffer(data, SMALL, search).map(sha256);
     for (let seed = 1; seed <= 20; seed++) {
-      expect(chunkInPieces(data, SMALL, seed, 2000).map(sha256)).toEqual(whole);
+      expect(chunkInPieces(data, SMALL, seed, 2000, search).map(sha256)).toEqual(whole);
     }
-    expect(chunkInPieces(data, SMALL, 99, 3).map(sha256)).toEqual(whole);
+    expect(chunkInPieces(data, SMALL, 99, 3, search).map(sha256)).toEqual(whole);
   });
 
   it('gives the same chunks for any split of the input (default params)', () => {
     const data = randomBuffer(5, 6 << 20);
-    const whole = chunkBuffer(data, DEFAULT_CHUNKER).map(sha256);
+    const whole = chunkBuffer(data, DEFAULT_CHUNKER, search).map(sha256);
     for (const maxPiece of [1000, 70_000, 600_000, 3 << 20]) {
-      expect(chunkInPieces(data, DEFAULT_CHUNKER, maxPiece, maxPiece).map(sha256)).toEqual(whole);
+      expect(chunkInPieces(data, DEFAULT_CHUNKER, maxPiece, maxPiece, search).map(sha256)).toEqual(whole);
     }
   });
 
   it('can be reused after finish()', () => {
-    const chunker = new Chunker(SMALL);
+    const chunker = new Chunker(SMALL, search);
     const a = randomBuffer(6, 5000);
     const first = [...chunker.push(a), chunker.finish()];
     const second = [...chunker.push(a), chunker.finish()];
@@ -202,7 +212,7 @@ describe('streaming', () => {
 
   it('createChunkerStream emits the same chunks in a pipeline', async () => {
     const data = randomBuffer(7, 3 << 20);
-    const expected = chunkBuffer(data, DEFAULT_CHUNKER).map(sha256);
+    const expected = chunkBuffer(data, DEFAULT_CHUNKER, search).map(sha256);
     const pieces: Buffer[] = [];
     for (let at = 0; at < data.length; at += 65_536 + 7) pieces.push(data.subarray(at, at + 65_536 + 7));
     const got: string[] = [];
@@ -232,4 +242,16 @@ describe('dedup', () => {
     expect(chunks.length).toBeGreaterThan(10);
     expect(shared).toBeGreaterThanOrEqual(chunks.length - 3);
   });
+});
+
+// The hash carried from one push() to the next is covered by the split tests above, for both searches.
+describe('the addon cut search', () => {
+  it('is built (CI builds the addon) and refuses arguments outside its input', () => {
+    expect(nativeCutSearch).not.toBeNull();
+    const data = randomBuffer(8, 1000);
+    expect(() => nativeCutSearch!(data, 0, 500, 1001, 0, -1, -1)).toThrow(RangeError);
+    expect(() => nativeCutSearch!(data, -1, 500, 1000, 0, -1, -1)).toThrow(RangeError);
+    expect(() => nativeDeflate!.gearScan(data, new Int32Array(255), 0, 10, 20, 0, 0, 0)).toThrow(/Int32Array of 256/);
+  });
+
 });

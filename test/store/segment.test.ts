@@ -123,6 +123,40 @@ describe('the libdeflate addon', () => {
     expect(() => addon.hashBlock(blocks[1], Buffer.alloc(31))).toThrow(/32 bytes/);
   });
 
+  it('hashes a content fed in order with contentHashUpdate, while other jobs pass its waiting updates', async () => {
+    const addon = nativeDeflate!;
+    // Three contents in many uneven pieces, among deflates: each hash gets its own bytes in the
+    // order they were submitted, though the threads take the jobs as they come free.
+    const contents = [randomBytes(32 << 20), textLike(8 << 20), Buffer.alloc(0)];
+    const states = contents.map(() => addon.contentHash());
+    // Deflates that keep every thread busy while the updates queue up: then the threads take
+    // updates of the same content together, which only the addon's ordering keeps apart.
+    const filler = textLike(100_000);
+    const deflate = libdeflateDeflater(addon);
+    const pending: Array<Promise<unknown>> = [];
+    // One content's pieces after another's, queued faster than they run (the data is made first):
+    // two threads free at once find two pieces of the same content at the head of the queue, and
+    // one of them must take a later content's instead.
+    contents.forEach((c, i) => {
+      for (let at = 0, n = 0; at < c.length; n++) {
+        const end = Math.min(c.length, at + 1 + ((n * 7919 + i * 104_729) % 200_000));
+        pending.push(addon.contentHashUpdate(states[i], c.subarray(at, end)));
+        if (n % 5 === 0) pending.push(deflate(filler, 6));
+        at = end;
+      }
+    });
+    expect(() => addon.contentHashDigest(states[0], Buffer.alloc(32))).toThrow(/still running/);
+    await Promise.all(pending);
+    contents.forEach((c, i) => {
+      const digest = Buffer.alloc(32);
+      addon.contentHashDigest(states[i], digest);
+      expect(digest.toString('hex')).toBe(createHash('sha256').update(c).digest('hex'));
+    });
+    expect(() => addon.contentHashUpdate({} as never, Buffer.alloc(1))).toThrow(/contentHash\(\)/);
+    expect(() => addon.contentHashUpdate(states[0], 'text' as never)).toThrow(/Buffer/);
+    expect(() => addon.contentHashDigest(states[0], Buffer.alloc(31))).toThrow(/32 bytes/);
+  });
+
   it('compresses on the calling thread with compressSync, with the same checks', () => {
     const addon = nativeDeflate!;
     const input = textLike(4096);
