@@ -16,11 +16,11 @@
 //   gearScan(input, gear, from, normalEnd, end, hash, maskS, maskL) -> number, FastCDC's cut search
 //     on the calling thread (see js_gear_scan below)
 //
-// compress(), hashBlock() and contentHashUpdate() run on the addon's own threads, one per CPU, at a lower scheduling
-// priority (nice DEFLATE_NICE on Linux) than the event loop and libuv's pool: a large upload's
-// blocks then take the CPU the rest leaves, instead of crowding out the gunzip that feeds them,
-// the event loop and other requests' file I/O. The caller keeps both buffers alive and unchanged until the
-// promise settles (the binding also holds a reference to each).
+// compress(), hashBlock() and contentHashUpdate() run on the addon's own threads, one per CPU, at a
+// lower scheduling priority (nice DEFLATE_NICE on Linux) than the event loop and libuv's pool: a
+// large upload's blocks then take the CPU the rest leaves, instead of crowding out the gunzip that
+// feeds them, the event loop and other requests' file I/O. The caller keeps both buffers alive and
+// unchanged until the promise settles (the binding also holds a reference to each).
 #define NAPI_VERSION 8
 #include <node_api.h>
 #include <stdbool.h>
@@ -82,7 +82,6 @@ typedef struct job {
   int level;                // JOB_DEFLATE
   content_hash_t *content;  // JOB_CONTENT_UPDATE
   size_t written;           // JOB_DEFLATE: bytes written; JOB_HASH_BLOCK: the CRC-32
-
   const char *error;
 } job_t;
 

@@ -1,9 +1,8 @@
 // The upload pipeline: body -> (gunzip) -> FastCDC -> per-block hash (and the whole content's
 // SHA-256, fed block by block in order), existence check, compression and write, several blocks
-// in flight. Nothing is buffered beyond
-// `concurrency` blocks; the body pauses while all permits are taken. Small bodies (the common
-// Filetracker case) whose content fits one block take a buffered path instead and come back as
-// one whole gzip member (store/small-member.ts).
+// in flight. Nothing is buffered beyond `concurrency` blocks; the body pauses while all permits
+// are taken. Small bodies (the common Filetracker case) whose content fits one block take a
+// buffered path instead and come back as one whole gzip member (store/small-member.ts).
 import { createHash } from 'node:crypto';
 import { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
