@@ -358,33 +358,40 @@ static napi_value js_content_hash(napi_env env, napi_callback_info info) {
   return result;
 }
 
-// The state behind a contentHash() value, or NULL with a RangeError pending.
-static content_hash_t *content_arg(napi_env env, napi_value value, const char *usage) {
+// Reads the (state, buffer) arguments of contentHashUpdate() and contentHashDigest() into `argv`,
+// `content` and `data`/`length`; false, with a RangeError naming `usage` pending, when they are not
+// a contentHash() value and a Buffer.
+static bool state_buffer_args(napi_env env, napi_callback_info info, const char *usage, napi_value argv[2], content_hash_t **content,
+                              void **data, size_t *length) {
+  size_t argc = 2;
   napi_valuetype type;
-  void *content = NULL;
-  if (napi_typeof(env, value, &type) != napi_ok || type != napi_external || napi_get_value_external(env, value, &content) != napi_ok) {
-    char message[128];
-    snprintf(message, sizeof message, "%s: the state must come from contentHash()", usage);
-    throw_range(env, message);
-    return NULL;
+  bool is_buffer;
+  char message[128];
+  void *state = NULL;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) {
+    snprintf(message, sizeof message, "%s: 2 arguments", usage);
+    return throw_range(env, message), false;
   }
-  return content;
+  if (napi_typeof(env, argv[0], &type) != napi_ok || type != napi_external || napi_get_value_external(env, argv[0], &state) != napi_ok) {
+    snprintf(message, sizeof message, "%s: the state must come from contentHash()", usage);
+    return throw_range(env, message), false;
+  }
+  if (napi_is_buffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer || napi_get_buffer_info(env, argv[1], data, length) != napi_ok) {
+    snprintf(message, sizeof message, "%s: the second argument must be a Buffer", usage);
+    return throw_range(env, message), false;
+  }
+  *content = state;
+  return true;
 }
 
 // contentHashUpdate(state, input) -> Promise<void>: feeds `input` to the state on the addon's
 // threads, after every update submitted to it before (the caller keeps `input` unchanged until the
 // promise settles).
 static napi_value js_content_hash_update(napi_env env, napi_callback_info info) {
-  static const char usage[] = "contentHashUpdate(state, input)";
-  size_t argc = 2;
   napi_value argv[2];
-  bool is_buffer;
   void *in;
   job_t args = {.kind = JOB_CONTENT_UPDATE};
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) return throw_range(env, "contentHashUpdate(state, input): 2 arguments");
-  if ((args.content = content_arg(env, argv[0], usage)) == NULL) return NULL;
-  if (napi_is_buffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer) return throw_range(env, "contentHashUpdate(state, input): input must be a Buffer");
-  napi_get_buffer_info(env, argv[1], &in, &args.in_len);
+  if (!state_buffer_args(env, info, "contentHashUpdate(state, input)", argv, &args.content, &in, &args.in_len)) return NULL;
   args.in = in;
   napi_value promise = submit(env, &args, argv[1], argv[0]);
   if (promise != NULL) args.content->pending++;
@@ -394,18 +401,12 @@ static napi_value js_content_hash_update(napi_env env, napi_callback_info info) 
 // contentHashDigest(state, digest): the SHA-256 of everything fed into `digest` (32 bytes). The
 // state is spent: a later update or digest gives a different hash. Throws while updates are out.
 static napi_value js_content_hash_digest(napi_env env, napi_callback_info info) {
-  static const char usage[] = "contentHashDigest(state, digest)";
-  size_t argc = 2;
   napi_value argv[2];
-  bool is_buffer;
   void *digest;
   size_t digest_len;
   content_hash_t *content;
-  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 2) return throw_range(env, "contentHashDigest(state, digest): 2 arguments");
-  if ((content = content_arg(env, argv[0], usage)) == NULL) return NULL;
-  if (napi_is_buffer(env, argv[1], &is_buffer) != napi_ok || !is_buffer ||
-      napi_get_buffer_info(env, argv[1], &digest, &digest_len) != napi_ok || digest_len < SHA256_DIGEST_LENGTH)
-    return throw_range(env, "contentHashDigest(state, digest): digest must be a Buffer of at least 32 bytes");
+  if (!state_buffer_args(env, info, "contentHashDigest(state, digest)", argv, &content, &digest, &digest_len)) return NULL;
+  if (digest_len < SHA256_DIGEST_LENGTH) return throw_range(env, "contentHashDigest(): digest shorter than 32 bytes");
   if (content->pending > 0) {
     napi_throw_error(env, NULL, "contentHashDigest(): updates are still running");
     return NULL;
