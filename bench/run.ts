@@ -20,7 +20,7 @@ import { startMoto, type Moto } from './lib/moto.js';
 import { startPostgres, type Postgres } from './lib/postgres.js';
 import { findProfiles, summarizeProfile, type ProfileSummary } from './lib/profile.js';
 import { computeChecks, DIRECT_S3, FT, MAIN, MAIN_S3, MAIN_WORKERS, toMarkdown, type BenchResults, type Unavailable } from './lib/report.js';
-import { bodyPool, prepopulate, smallFileSeries, type SmallRow } from './lib/smallfiles.js';
+import { alternatingRounds, bodyPool, prepopulate, smallFileSeries, type AlternatingRow, type SmallRow } from './lib/smallfiles.js';
 import { BENCH_DIR, CACHE_DIR, commitId, ensureTool, installCleanup, machineInfo, procMemory } from './lib/sys.js';
 import { compiledCli } from './lib/s3dedup.js';
 import { postgresSupported, startTarget, type TargetDeps, type TargetSpec } from './lib/targets.js';
@@ -64,8 +64,8 @@ const rowFilter = (opts.rows ?? '').split(',').map((s) => s.trim()).filter(Boole
 const partialRun = quick || opts.tsx || only.size > 0 || skip.size > 0 || rowFilter.length > 0;
 
 const S = quick
-  ? { connections: [1, 16, 64], durationS: 2, warmupS: 1, getFiles: 200, pool: 65_536, largeMiB: 32, largeRuns: 1, releases: 3, chunkAvgKiB: [64, 128, 256], limitsMiB: 16, limitsRuns: 1, profileS: 3 }
-  : { connections: [1, 16, 64], durationS: 10, warmupS: 3, getFiles: 2000, pool: 262_144, largeMiB: 256, largeRuns: 3, releases: 10, chunkAvgKiB: [64, 128, 256], limitsMiB: 64, limitsRuns: 3, profileS: 10 };
+  ? { connections: [1, 16, 64], durationS: 2, warmupS: 1, getFiles: 200, pool: 65_536, alternatingRounds: 2, alternatingS: 2, largeMiB: 32, largeRuns: 1, releases: 3, chunkAvgKiB: [64, 128, 256], limitsMiB: 16, limitsRuns: 1, profileS: 3 }
+  : { connections: [1, 16, 64], durationS: 10, warmupS: 3, getFiles: 2000, pool: 262_144, alternatingRounds: 5, alternatingS: 5, largeMiB: 256, largeRuns: 3, releases: 10, chunkAvgKiB: [64, 128, 256], limitsMiB: 64, limitsRuns: 3, profileS: 10 };
 if (opts.duration) S.durationS = Number(opts.duration);
 
 const FULL_MATRIX: TargetSpec[] = [
@@ -118,6 +118,7 @@ async function main(): Promise<void> {
   const smallPeakPss: Record<string, number> = {};
   const idleRss: Record<string, number> = {};
   let large: LargeRow[] = [];
+  let alternating: AlternatingRow[] | undefined;
   const profiles: Array<{ title: string; summary: ProfileSummary }> = [];
   let dedup: DedupResult | undefined;
   let limits: BenchResults['limits'];
@@ -221,6 +222,21 @@ async function main(): Promise<void> {
         }
       }
       large = mergeRuns(large);
+
+      // The small-file ratios again, in turns that alternate between the two servers.
+      const pair = [MAIN, FT].map((name) => MATRIX.find((m) => m.name === name));
+      if (pool && pair.every((m) => m && !unavailable.some((u) => u.target === m.name))) {
+        log(`== ${MAIN} and ${FT}, ${S.alternatingRounds} alternating rounds of ${S.alternatingS} s`);
+        const targets: Array<Awaited<ReturnType<typeof startTarget>>> = [];
+        try {
+          for (const spec of pair) targets.push(await startTarget(spec!, deps));
+          alternating = await alternatingRounds(targets, pool, { rounds: S.alternatingRounds, durationS: S.alternatingS, warmupS: S.warmupS, getFiles: S.getFiles, log });
+        } catch (err) {
+          unavailable.push({ target: 'alternating rounds', reason: errMsg(err) });
+        } finally {
+          for (const t of targets) await t.stop();
+        }
+      }
     }
 
     // Profiles of the main configuration: one small-file PUT load, large PUTs.
@@ -306,6 +322,7 @@ async function main(): Promise<void> {
     settings: { ...S, sections: SECTIONS.filter(enabled), server: opts.tsx ? 'node --import tsx src/cli/main.ts' : 'tsc build (node --no-concurrent-marking dist/src/cli/main.js, as npm start)', deflate: defaultDeflaterName, rows: MATRIX.map((m) => m.name) },
     peers,
     small,
+    alternating,
     smallPeakRss,
     smallPeakPss,
     idleRss,

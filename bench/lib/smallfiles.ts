@@ -1,6 +1,7 @@
 // Small files: 4 KiB text files sent as the Filetracker client sends them (gzip level 9 body,
 // SHA256-Checksum, Logical-Size, version in ?last_modified=), PUT and GET with wrk at several
 // connection counts.
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { Agent, request } from 'node:http';
@@ -203,4 +204,57 @@ export function watchMemory(t: Target): { stop(): MemoryPeak } {
     return { stop: () => ({ rss: procMemory(t.pid)?.hwm ?? 0, pss: null }) };
   }
   return sampleTreeMemory(t.pid, 100);
+}
+
+/** One round of one target in alternatingRounds. */
+export interface AlternatingRow {
+  target: string;
+  op: 'PUT' | 'GET';
+  round: number;
+  rps: number;
+  p99Ms: number;
+  requests: number;
+  errors: number;
+}
+
+/**
+ * The 16-connection PUT and GET of several targets, measured in short turns that alternate
+ * between them (the order reversed every other round), on servers started for it. A 2-core VM's
+ * speed drifts by tens of percent over the minutes that separate two targets' series, so a ratio
+ * of two series measured apart can say more about the VM than about the servers; the per-round
+ * ratios of this stage share each moment.
+ */
+export async function alternatingRounds(
+  targets: Target[],
+  pool: Pool,
+  o: { rounds: number; durationS: number; warmupS: number; getFiles: number; log: (s: string) => void },
+): Promise<AlternatingRow[]> {
+  const rows: AlternatingRow[] = [];
+  const runId = Date.now().toString(36);
+  const connections = 16;
+  const next = new Map<Target, number>(targets.map((t) => [t, o.getFiles]));
+  for (const t of targets) await prepopulate(t, pool, 'bench/alt-get', o.getFiles);
+  const turn = async (t: Target, tag: string, durationS: number) => {
+    // The other server's dirty pages are written back now, not during this turn.
+    await new Promise<void>((resolve, reject) => execFile('sync', (err) => (err ? reject(err) : resolve())));
+    const auth = t.authHeaders.Authorization ?? '';
+    const start = next.get(t)!;
+    const run = (script: 'put.lua' | 'get.lua', args: string[]) => runWrk({ url: t.url, script, scriptArgs: args, connections, durationS, threads: 1 });
+    const put = await run('put.lua', [t.path('bench/alt'), `${runId}-${tag}`, pool.path, String(start), t.putQuery, t.mode, auth]);
+    next.set(t, start + put.requests + connections);
+    const get = await run('get.lua', [t.path('bench/alt-get'), String(o.getFiles), auth]);
+    return { put, get };
+  };
+  if (o.warmupS > 0) for (const t of targets) await turn(t, 'warm', o.warmupS);
+  for (let round = 1; round <= o.rounds; round++) {
+    const order = round % 2 === 1 ? targets : [...targets].reverse();
+    for (const t of order) {
+      const { put, get } = await turn(t, `r${round}`, o.durationS);
+      for (const [op, r] of [['PUT', put], ['GET', get]] as const) {
+        rows.push({ target: t.name, op, round, rps: r.rps, p99Ms: r.latency.p99, requests: r.requests, errors: r.totalErrors });
+      }
+      o.log(`round ${round} ${t.name}: PUT ${put.rps.toFixed(0)}/s, GET ${get.rps.toFixed(0)}/s`);
+    }
+  }
+  return rows;
 }
