@@ -155,6 +155,15 @@ export interface SmallOptions {
   log: (s: string) => void;
 }
 
+/**
+ * put.lua's arguments for a series that stores `bench/<prefix>/<run>/...` from pool item `start`
+ * on. Such a series sends items start+1 .. start+requests (modulo the pool), so the next one
+ * starts at start + requests + connections, past those still in flight when it ended too.
+ */
+function putArgs(t: Target, prefix: string, run: string, pool: Pool, start: number): string[] {
+  return [t.path(`bench/${prefix}`), run, pool.path, String(start), t.putQuery, t.mode, t.authHeaders.Authorization ?? ''];
+}
+
 /** PUT then GET at each connection count; returns one row per (op, connections). */
 export async function smallFileSeries(t: Target, pool: Pool, o: SmallOptions): Promise<{ rows: SmallRow[]; peak: MemoryPeak }> {
   const rows: SmallRow[] = [];
@@ -167,7 +176,7 @@ export async function smallFileSeries(t: Target, pool: Pool, o: SmallOptions): P
   const n = pool.items.length;
   const putSeries = async (tag: string, connections: number, durationS: number): Promise<{ result: WrkResult; repeatedBodies: number }> => {
     const start = next;
-    const result = await wrk('put.lua', [t.path('bench/put'), `${runId}-${tag}`, pool.path, String(start), t.putQuery, t.mode, auth], connections, durationS);
+    const result = await wrk('put.lua', putArgs(t, 'put', `${runId}-${tag}`, pool, start), connections, durationS);
     next = start + result.requests + connections;
     // put.lua sends items start+1 .. start+requests, modulo n: those past n were sent before.
     return { result, repeatedBodies: Math.min(result.requests, Math.max(0, start + result.requests - (n - 1))) };
@@ -237,12 +246,11 @@ export async function alternatingRounds(
   const turn = async (t: Target, tag: string, durationS: number) => {
     // The other server's dirty pages are written back now, not during this turn.
     await new Promise<void>((resolve, reject) => execFile('sync', (err) => (err ? reject(err) : resolve())));
-    const auth = t.authHeaders.Authorization ?? '';
     const start = next.get(t)!;
     const run = (script: 'put.lua' | 'get.lua', args: string[]) => runWrk({ url: t.url, script, scriptArgs: args, connections, durationS, threads: 1 });
-    const put = await run('put.lua', [t.path('bench/alt'), `${runId}-${tag}`, pool.path, String(start), t.putQuery, t.mode, auth]);
+    const put = await run('put.lua', putArgs(t, 'alt', `${runId}-${tag}`, pool, start));
     next.set(t, start + put.requests + connections);
-    const get = await run('get.lua', [t.path('bench/alt-get'), String(o.getFiles), auth]);
+    const get = await run('get.lua', [t.path('bench/alt-get'), String(o.getFiles), t.authHeaders.Authorization ?? '']);
     return { put, get };
   };
   if (o.warmupS > 0) for (const t of targets) await turn(t, 'warm', o.warmupS);
