@@ -42,10 +42,11 @@ export interface BlobStore {
    */
   getRange(key: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer>;
   /**
-   * The same bytes as the pieces they arrived in, for a caller that only passes them on (a
-   * large GET): the S3 store saves joining them. Stores that read a range in one piece leave it out.
+   * The same bytes as the pieces they arrive in, for a caller that passes them on as they come
+   * (a large GET); the length is checked after the last piece. Stores that read a range in one
+   * piece leave it out.
    */
-  getRangePieces?(key: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer[]>;
+  rangePieces?(key: string, offset: number, length: number, signal?: AbortSignal): AsyncIterable<Buffer>;
   /** Size and time of the object, or null when absent. */
   head(key: string, signal?: AbortSignal): Promise<BlobInfo | null>;
   /** Deletes the object; deleting an absent key is not an error. */

@@ -133,35 +133,40 @@ export class S3BlobStore implements BlobStore {
   }
 
   async getRange(key: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
-    const pieces = await this.getRangePieces(key, offset, length, signal);
+    const pieces: Buffer[] = [];
+    for await (const piece of this.rangePieces(key, offset, length, signal)) pieces.push(piece);
     return pieces.length === 1 ? pieces[0] : Buffer.concat(pieces, length);
   }
 
-  async getRangePieces(key: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer[]> {
-    if (length === 0) return [];
-    const pieces: Buffer[] = [];
-    let got = 0;
+  async *rangePieces(key: string, offset: number, length: number, signal?: AbortSignal): AsyncGenerator<Buffer> {
+    if (length === 0) return;
+    let body: AsyncIterable<Uint8Array> | undefined;
     try {
       const out = await this.client.send(
         new GetObjectCommand({ Bucket: this.bucket, Key: key, Range: `bytes=${offset}-${offset + length - 1}` }),
         { abortSignal: signal },
       );
-      // The body's chunks as they came: the SDK's collector zero-filled a new array and copied
-      // them into it, a fifth of a large GET's CPU and much of its GC.
-      for await (const chunk of (out.Body as AsyncIterable<Uint8Array> | undefined) ?? []) {
-        pieces.push(Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-        got += chunk.byteLength;
-        if (got > length) break;
-      }
+      body = out.Body as AsyncIterable<Uint8Array> | undefined;
     } catch (err) {
       if (MISSING_KEY.has(errorName(err))) throw new BlobNotFoundError(key, { cause: err });
       // 416: the range starts at or past the end of the object.
       throw this.translate(err, `get ${key} bytes ${offset}+${length}`, signal);
     }
+    // The body's chunks as they came: the SDK's collector zero-filled a new array and copied
+    // them into it, a fifth of a large GET's CPU and much of its GC.
+    let got = 0;
+    try {
+      for await (const chunk of body ?? []) {
+        got += chunk.byteLength;
+        if (got > length) break;
+        yield Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+      }
+    } catch (err) {
+      throw this.translate(err, `get ${key} bytes ${offset}+${length}`, signal);
+    }
     if (got !== length) {
       throw new BlobStoreError(`${this.describe}: ${key} ${got < length ? 'ends inside' : 'is longer than'} bytes ${offset}+${length} (got ${got})`);
     }
-    return pieces;
   }
 
   async head(key: string, signal?: AbortSignal): Promise<BlobInfo | null> {

@@ -37,6 +37,7 @@ import { ingestBody, readsWhole } from './ingest.js';
 import { isWholeMember, readSingleMember } from './small-member.js';
 import { blockKey, extentKey, mapKey } from './keys.js';
 import { planRuns, type Run } from './extent.js';
+import { prefetch } from '../util/prefetch.js';
 
 export interface FileStoreOptions {
   chunker: ChunkerParams;
@@ -296,43 +297,63 @@ export class FileStore {
    */
   private async *readAhead(file: StoredFile, blocks: BlockRef[], signal?: AbortSignal): AsyncGenerator<Buffer> {
     const runs = planRuns(blocks);
-    const ahead: Array<{ segments: Promise<Buffer[]>; blocks: number }> = [];
+    const ahead: Array<{ pieces: AsyncIterable<Buffer>; blocks: number }> = [];
     let blocksAhead = 0;
     let next = 0;
     const cacheable = this.isCacheable(file);
     const fetchMore = () => {
       while (next < runs.length && (ahead.length < 2 || blocksAhead + runs[next].blocks.length <= this.options.readAhead)) {
         const run = runs[next++];
-        const segments = this.fetchRun(run, cacheable, signal);
-        segments.catch(() => {}); // awaited in order below
-        ahead.push({ segments, blocks: run.blocks.length });
+        ahead.push({ pieces: this.streamRun(run, cacheable, signal), blocks: run.blocks.length });
         blocksAhead += run.blocks.length;
       }
     };
     fetchMore();
     while (ahead.length > 0) {
-      const head = ahead.shift()!;
-      const segments = await head.segments;
-      blocksAhead -= head.blocks;
-      fetchMore();
-      yield* segments;
+      const head = ahead[0];
+      let first = true;
+      for await (const piece of head.pieces) {
+        if (first) {
+          // The head run is coming in: the next one may start now.
+          first = false;
+          ahead.shift();
+          blocksAhead -= head.blocks;
+          fetchMore();
+        }
+        yield piece;
+      }
+      if (first) {
+        ahead.shift();
+        blocksAhead -= head.blocks;
+        fetchMore();
+      }
     }
   }
 
   /**
+   * One run's bytes, fetched from now on. A run of an extent that streams past the cache is
+   * passed on piece by piece as it arrives (read ahead, see util/prefetch.ts); the rest whole.
+   */
+  private streamRun(run: Run, cacheable: boolean, signal?: AbortSignal): AsyncIterable<Buffer> {
+    if (run.extent !== null && !cacheable && this.blobs.rangePieces) {
+      return prefetch(this.blobs.rangePieces(extentKey(run.extent), run.offset, run.bytes, signal));
+    }
+    return prefetch(
+      (async function* (segments: Promise<Buffer[]>) {
+        yield* await segments;
+      })(this.fetchRun(run, cacheable, signal)),
+    );
+  }
+
+  /**
    * The bytes of one run, in order: a block object, or consecutive segments of one extent read
-   * with one ranged request (none when the cache has them all). Split into its segments when
-   * they are cached, else in whatever pieces the blob store gives.
+   * with one ranged request (none when the cache has them all), split into its segments.
    */
   private async fetchRun(run: Run, cacheable: boolean, signal?: SignalSource): Promise<Buffer[]> {
     if (run.extent === null) return [await this.fetchObject(blockKey(run.blocks[0].hash), run.blocks[0].storedSize, cacheable, signal)];
     if (cacheable) {
       const cached = run.blocks.map((b) => this.cached(blockKey(b.hash), b.storedSize));
       if (cached.every((c) => c !== undefined)) return cached as Buffer[];
-    }
-    if (!cacheable && this.blobs.getRangePieces) {
-      // Sent on as they came: nothing needs the segments apart (getRangePieces checks the length).
-      return this.blobs.getRangePieces(extentKey(run.extent), run.offset, run.bytes, signalOf(signal));
     }
     const data = await this.blobs.getRange(extentKey(run.extent), run.offset, run.bytes, signalOf(signal));
     const segments: Buffer[] = [];
