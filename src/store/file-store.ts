@@ -310,26 +310,20 @@ export class FileStore {
     };
     fetchMore();
     while (ahead.length > 0) {
-      const head = ahead[0];
-      let started = false;
-      // Once the head run is in (or, streamed, coming in), the next ones may start.
-      const startNext = () => {
-        started = true;
-        ahead.shift();
-        blocksAhead -= head.blocks;
-        fetchMore();
-      };
+      const head = ahead.shift()!;
+      // Once the head run is in (streamed: its first piece), the next ones may start.
       if (head.run instanceof Promise) {
         const segments = await head.run;
-        startNext();
+        blocksAhead -= head.blocks;
+        fetchMore();
         yield* segments;
-        continue;
+      } else {
+        const pieces = head.run[Symbol.asyncIterator]();
+        let piece = await pieces.next();
+        blocksAhead -= head.blocks;
+        fetchMore();
+        for (; !piece.done; piece = await pieces.next()) yield piece.value;
       }
-      for await (const piece of head.run) {
-        if (!started) startNext();
-        yield piece;
-      }
-      if (!started) startNext();
     }
   }
 

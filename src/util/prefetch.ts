@@ -18,7 +18,7 @@ export function prefetch<T>(source: AsyncIterable<T>): AsyncIterable<T> {
   let failed = false;
   let error: unknown;
   let wake: (() => void) | undefined;
-  const signal = () => {
+  const notify = () => {
     const w = wake;
     wake = undefined;
     w?.();
@@ -27,14 +27,14 @@ export function prefetch<T>(source: AsyncIterable<T>): AsyncIterable<T> {
     try {
       for await (const item of source) {
         queue.push(item);
-        signal();
+        notify();
       }
     } catch (err) {
       failed = true;
       error = err;
     }
     done = true;
-    signal();
+    notify();
   })();
   return {
     async *[Symbol.asyncIterator]() {
