@@ -43,6 +43,26 @@ export function workerExecArgv(execArgv: readonly string[], nodeOptions = ''): s
   return given ? flags : [...flags, `--max-semi-space-size=${WORKER_SEMI_SPACE_MB}`];
 }
 
+/**
+ * glibc's malloc threshold for each worker, bytes: buffers this large and larger get pages of
+ * their own and give them back to the system when freed. Without it glibc raises the threshold
+ * to the size of the first such buffer freed, and from then on a large transfer's 128 KiB
+ * blocks come from its heap, whose freed pages it keeps. Two workers through the bench's small
+ * and large files: peak summed PSS 284-301 MB in 4 runs against 301-338 in 5, large transfers
+ * some 10-15% slower, small files unchanged (bench/README.md, "WORKERS=2 memory and glibc's
+ * malloc threshold").
+ */
+const WORKER_MMAP_THRESHOLD = 131_072;
+
+/**
+ * The environment a worker gets beside the primary's: its index, and WORKER_MMAP_THRESHOLD
+ * unless the operator set a threshold already.
+ */
+export function workerEnv(index: number, env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  const own = { [WORKER_ENV]: String(index) };
+  return env.MALLOC_MMAP_THRESHOLD_ === undefined ? { ...own, MALLOC_MMAP_THRESHOLD_: String(WORKER_MMAP_THRESHOLD) } : own;
+}
+
 /** Where GET /metrics reads from: this process's registry, or every worker's through the primary. */
 export interface MetricsSource {
   text(): Promise<string>;
@@ -141,7 +161,7 @@ export async function startPrimary(config: Config): Promise<Primary> {
 
   cluster.setupPrimary({ execArgv: workerExecArgv(process.execArgv, process.env.NODE_OPTIONS) });
   const fork = (index: number): Worker => {
-    const w = cluster.fork({ [WORKER_ENV]: String(index) });
+    const w = cluster.fork(workerEnv(index));
     workers.set(index, w);
     w.on('message', (msg: unknown) => {
       if (isMessage(msg) && msg.s3dedup === 'metrics') answerMetrics(w, msg.id);

@@ -5,7 +5,7 @@ import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { workerExecArgv } from '../../src/cluster.js';
+import { workerEnv, workerExecArgv } from '../../src/cluster.js';
 import { loadConfig } from '../../src/config/config.js';
 import { openRuntime } from '../../src/runtime.js';
 import { date, uid } from '../support/ft.js';
@@ -60,6 +60,12 @@ describe('server with WORKERS=2', () => {
   it('starts the workers with a small young generation', () => {
     for (const pid of workerPids(server.child.pid!)) {
       expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')).toContain('--max-semi-space-size=4');
+    }
+  });
+
+  it("starts the workers with glibc's fixed malloc threshold", () => {
+    for (const pid of workerPids(server.child.pid!)) {
+      expect(readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0')).toContain('MALLOC_MMAP_THRESHOLD_=131072');
     }
   });
 
@@ -158,5 +164,15 @@ describe('workerExecArgv', () => {
   it('leaves a semi-space the operator set, in the flags or in NODE_OPTIONS', () => {
     expect(workerExecArgv(['--max-semi-space-size=32'])).toEqual(['--max-semi-space-size=32', '--no-concurrent-marking']);
     expect(workerExecArgv([], '--enable-source-maps --max_semi_space_size=8')).toEqual(['--no-concurrent-marking']);
+  });
+});
+
+describe('workerEnv', () => {
+  it("gives each worker its index and glibc's malloc threshold", () => {
+    expect(workerEnv(1, {})).toEqual({ S3DEDUP_WORKER_INDEX: '1', MALLOC_MMAP_THRESHOLD_: '131072' });
+  });
+
+  it('leaves a threshold the operator set', () => {
+    expect(workerEnv(0, { MALLOC_MMAP_THRESHOLD_: '65536' })).toEqual({ S3DEDUP_WORKER_INDEX: '0' });
   });
 });
