@@ -32,7 +32,10 @@ export interface CompactReport {
 export interface BlobStore {
   /** Human-readable location, for logs: `s3://bucket` or `file:///data/blobs`. */
   readonly describe: string;
-  /** Writes the whole object atomically (readers never see a partial object). */
+  /**
+   * Writes the whole object atomically (readers never see a partial object). Keeps no reference
+   * to `data` once it resolves: the caller may reuse the buffer (store/extent.ts does).
+   */
   put(key: string, data: Buffer, options?: PutOptions): Promise<void>;
   /** Reads the whole object. Throws BlobNotFoundError when absent. */
   get(key: string, signal?: AbortSignal): Promise<Buffer>;

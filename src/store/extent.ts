@@ -55,15 +55,28 @@ export function readExtentTrailer(object: Buffer): Array<{ hash: string; offset:
 
 const newExtentId = (): string => randomBytes(EXTENT_ID_DIGITS / 2).toString('hex');
 
+/** Capacity of an upload's first extent buffer; it doubles as the upload's blocks arrive (256 KiB). */
+const FIRST_BUFFER_BYTES = 256 << 10;
+
 /**
  * Packs one upload's segments into extents. append() is called in content order; an extent is
  * written once it reaches `maxBytes`, with at most one write in flight (a second full extent
- * waits in append), so an upload holds at most two extents of segments. finish() writes the
- * last, partial one; a place returned by append() is durable only once finish() resolves.
+ * waits in append), so an upload holds at most two extents. finish() writes the last, partial
+ * one; a place returned by append() is durable only once finish() resolves.
+ *
+ * Memory: each segment is copied into the extent's buffer as it comes, so it can die young, and
+ * the upload reuses two buffers, the one being written and the one being filled. Keeping an
+ * extent's segments until it was full and then joining them made a new 8 MiB buffer per extent,
+ * and a large PUT to S3 had the highest peak RSS of any load (bench/README.md, "Extent
+ * buffers"). A buffer is reused only after its write succeeded: the blob store has read it then
+ * (BlobStore.put keeps no reference to `data`).
  */
 export class ExtentWriter {
   private id = newExtentId();
-  private segments: Buffer[] = [];
+  /** the extent being filled, `bytes` of it used; null until its first segment */
+  private buffer: Buffer | null = null;
+  /** a buffer whose write has finished, for the next extent */
+  private spare: Buffer | null = null;
   private entries: Array<{ hash: string; length: number }> = [];
   private bytes = 0;
   private inFlight: Promise<void> = Promise.resolve();
@@ -78,7 +91,7 @@ export class ExtentWriter {
   async append(hash: string, segment: Buffer): Promise<ExtentPlace> {
     if (this.failure) throw this.failure;
     const place = { extent: this.id, offset: this.bytes };
-    this.segments.push(segment);
+    segment.copy(this.room(segment.length), this.bytes);
     this.entries.push({ hash, length: segment.length });
     this.bytes += segment.length;
     if (this.bytes >= this.maxBytes) await this.seal();
@@ -97,19 +110,45 @@ export class ExtentWriter {
     await this.inFlight.catch(() => {});
   }
 
+  /**
+   * The current buffer, with room for `more` bytes after the used ones: the spare one, or one
+   * that grows by doubling (up to what an extent needs), so a small upload takes little.
+   */
+  private room(more: number): Buffer {
+    const needed = this.bytes + more;
+    let buffer = this.buffer ?? this.spare;
+    if (buffer === this.spare) this.spare = null;
+    if (!buffer || buffer.length < needed) {
+      // An extent ends past maxBytes by its last segment and its trailer: an eighth more is room for both.
+      const full = this.maxBytes + (this.maxBytes >> 3);
+      const grown = Buffer.allocUnsafe(Math.max(needed, Math.min(Math.max(FIRST_BUFFER_BYTES, 2 * (buffer?.length ?? 0)), full)));
+      if (this.buffer) this.buffer.copy(grown, 0, 0, this.bytes);
+      buffer = grown;
+    }
+    return (this.buffer = buffer);
+  }
+
   /** Starts the current extent's write once the previous one is done. */
   private async seal(): Promise<void> {
-    const body = Buffer.concat([...this.segments, extentTrailer(this.entries)]);
+    const trailer = extentTrailer(this.entries);
+    const buffer = this.room(trailer.length);
+    trailer.copy(buffer, this.bytes);
+    const body = buffer.subarray(0, this.bytes + trailer.length);
     const key = extentKey(this.id);
     this.id = newExtentId();
-    this.segments = [];
+    this.buffer = null;
     this.entries = [];
     this.bytes = 0;
     await this.inFlight;
     if (this.failure) throw this.failure;
-    this.inFlight = this.blobs.put(key, body, { signal: this.signal }).catch((err) => {
-      this.failure ??= err;
-    });
+    this.inFlight = this.blobs.put(key, body, { signal: this.signal }).then(
+      () => {
+        this.spare = buffer;
+      },
+      (err) => {
+        this.failure ??= err;
+      },
+    );
   }
 }
 

@@ -121,6 +121,96 @@ describe('ingest into extents', () => {
   });
 });
 
+describe('ExtentWriter buffers', () => {
+  /**
+   * A store whose writes finish only when the test says so, and that checks each object's bytes
+   * when it finishes against what it was given: a buffer reused too early would differ. (A mock
+   * of timing: a real store cannot be held mid-write on demand.)
+   */
+  function slowStore() {
+    type Write = { key: string; data: Buffer; object: Buffer; intact?: boolean; done(ok: boolean): void };
+    const writes: Write[] = [];
+    const store = {
+      put: (key: string, data: Buffer) =>
+        new Promise<void>((resolve, reject) => {
+          const w: Write = {
+            key,
+            data,
+            object: Buffer.from(data), // what the store got when the write started
+            done(ok: boolean) {
+              w.intact = data.equals(w.object); // the buffer unchanged until the write finished
+              if (ok) resolve();
+              else reject(new Error('injected put failure'));
+            },
+          };
+          writes.push(w);
+        }),
+    } as unknown as BlobStore;
+    return { store, writes };
+  }
+  const settle = () => new Promise((r) => setImmediate(r));
+
+  it('reuses a written extent buffer only after its write has finished, and every extent keeps its bytes', async () => {
+    const { store, writes } = slowStore();
+    const writer = new ExtentWriter(store, 100_000);
+    const segments = Array.from({ length: 12 }, (_, i) => pseudoRandom(30_000, 100 + i));
+    // Appends come one at a time (BlockWriter awaits each). 4 segments fill an extent (120 kB >= 100 kB).
+    for (const s of segments.slice(0, 4)) await writer.append(sha256(s), s);
+    expect(writes).toHaveLength(1);
+    for (const s of segments.slice(4, 7)) await writer.append(sha256(s), s);
+    const eighth = writer.append(sha256(segments[7]), segments[7]);
+    await settle();
+    expect(writes).toHaveLength(1); // the second full extent waits for the first write
+    writes[0].done(true);
+    await eighth;
+    expect(writes).toHaveLength(2);
+    // The third extent fills the first one's buffer, while the second write is still open.
+    for (const s of segments.slice(8, 11)) await writer.append(sha256(s), s);
+    const twelfth = writer.append(sha256(segments[11]), segments[11]);
+    await settle();
+    writes[1].done(true);
+    await twelfth;
+    const finished = writer.finish();
+    await settle();
+    writes[2].done(true);
+    await finished;
+    expect(writes).toHaveLength(3);
+    expect(writes.map((w) => w.intact)).toEqual([true, true, true]);
+    expect(writes[2].data.buffer).toBe(writes[0].data.buffer); // the same memory, once it was free
+    expect(writes[1].data.buffer).not.toBe(writes[0].data.buffer);
+    // Each extent holds its own segments, in order, and its trailer lists them.
+    for (const [i, w] of writes.entries()) {
+      const listed = readExtentTrailer(w.object)!;
+      expect(listed.map((e) => e.hash)).toEqual(segments.slice(4 * i, 4 * i + 4).map((s) => sha256(s)));
+      for (const [j, e] of listed.entries()) expect(w.object.subarray(e.offset, e.offset + e.length).equals(segments[4 * i + j])).toBe(true);
+    }
+  });
+
+  it('never reuses the buffer of a write that failed', async () => {
+    const { store, writes } = slowStore();
+    const writer = new ExtentWriter(store, 50_000);
+    const a = pseudoRandom(60_000, 7);
+    await writer.append(sha256(a), a);
+    writes[0].done(false);
+    await settle();
+    await expect(writer.append(sha256(a), a)).rejects.toThrow(/injected put failure/);
+    expect(writes).toHaveLength(1);
+  });
+
+  it('takes memory after the upload, not the extent size: a small upload gets a small buffer', async () => {
+    const { store, writes } = slowStore();
+    const writer = new ExtentWriter(store, 8 << 20);
+    const s = pseudoRandom(10_000, 9);
+    await writer.append(sha256(s), s);
+    const finished = writer.finish();
+    await settle();
+    writes[0].done(true);
+    await finished;
+    expect(writes[0].data.length).toBe(10_000 + 36 + 8);
+    expect(writes[0].data.buffer.byteLength).toBeLessThanOrEqual(256 << 10);
+  });
+});
+
 describe('planRuns', () => {
   const b = (hash: string, storedSize: number, extent?: string, offset?: number): BlockRef => ({ hash, size: storedSize, storedSize, crc32: 0, extent, offset });
   it('joins consecutive segments of one extent, and nothing else', () => {
