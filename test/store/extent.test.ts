@@ -186,7 +186,7 @@ describe('ExtentWriter buffers', () => {
     }
   });
 
-  it('never reuses the buffer of a write that failed', async () => {
+  it('after a failed write, refuses the next segment and writes nothing more', async () => {
     const { store, writes } = slowStore();
     const writer = new ExtentWriter(store, 50_000);
     const a = pseudoRandom(60_000, 7);
