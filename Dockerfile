@@ -38,5 +38,5 @@ EXPOSE 8080
 # No curl in the slim image: node's fetch does the probe.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.LISTEN_PORT||8080)+'/health').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]
-ENTRYPOINT ["node", "--no-concurrent-marking", "dist/src/cli/main.js"]
+ENTRYPOINT ["node", "--no-concurrent-marking", "--max-semi-space-size=4", "dist/src/cli/main.js"]
 CMD ["server", "--env"]

@@ -26,6 +26,7 @@ import { compiledCli } from './lib/s3dedup.js';
 import { postgresSupported, startTarget, type TargetDeps, type TargetSpec } from './lib/targets.js';
 import { runWrk } from './lib/wrk.js';
 import { defaultDeflaterName } from '../src/store/segment.js';
+import { SERVER_NODE_FLAGS } from '../src/node-flags.js';
 
 const SECTIONS = ['limits', 'small', 'large', 'dedup', 'profile'] as const;
 type Section = (typeof SECTIONS)[number];
@@ -319,7 +320,7 @@ async function main(): Promise<void> {
     dirty,
     mode: quick ? 'quick' : 'full',
     machine,
-    settings: { ...S, sections: SECTIONS.filter(enabled), server: opts.tsx ? 'node --import tsx src/cli/main.ts' : 'tsc build (node --no-concurrent-marking dist/src/cli/main.js, as npm start)', deflate: defaultDeflaterName, rows: MATRIX.map((m) => m.name) },
+    settings: { ...S, sections: SECTIONS.filter(enabled), server: opts.tsx ? 'node --import tsx src/cli/main.ts' : `tsc build (node ${SERVER_NODE_FLAGS.join(' ')} dist/src/cli/main.js, as npm start)`, deflate: defaultDeflaterName, rows: MATRIX.map((m) => m.name) },
     peers,
     small,
     alternating,

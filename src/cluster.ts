@@ -14,7 +14,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry, type Registry } from 'prom-client';
 import type { Config } from './config/config.js';
 import { moduleLogger } from './log.js';
-import { SERVER_NODE_FLAGS } from './node-flags.js';
+import { isSemiSpaceFlag, SERVER_NODE_FLAGS } from './node-flags.js';
 
 const WORKER_ENV = 'S3DEDUP_WORKER_INDEX';
 /** How long the primary waits for the workers' metrics before answering with those it has. */
@@ -22,25 +22,16 @@ const METRICS_TIMEOUT_MS = 2_000;
 /** Delay before a worker that died is replaced (a crash loop then costs little). */
 const RESPAWN_DELAY_MS = 1_000;
 /**
- * V8's semi-space for each worker, MiB (V8's default is 16); the young generation a process
- * keeps committed is up to three of them. At 4, two workers under a 64-connection PUT load
- * peaked at 185 MB of summed PSS instead of 258, and their PUT rate stayed within this
- * machine's noise (bench/README.md, "WORKERS and memory").
- */
-const WORKER_SEMI_SPACE_MB = 4;
-
-/**
- * The node flags a worker starts with: the primary's own, the server's (SERVER_NODE_FLAGS) that
- * the primary was started without, and WORKER_SEMI_SPACE_MB unless the operator set a semi-space
+ * The node flags a worker starts with: the primary's own, and the server's (SERVER_NODE_FLAGS)
+ * that the primary was started without, except a semi-space size when the operator set one
  * already (in the flags or in NODE_OPTIONS).
  *
  * @example
  * workerExecArgv(['--import', 'tsx'], ''); // ['--import', 'tsx', '--no-concurrent-marking', '--max-semi-space-size=4']
  */
 export function workerExecArgv(execArgv: readonly string[], nodeOptions = ''): string[] {
-  const flags = [...execArgv, ...SERVER_NODE_FLAGS.filter((f) => !execArgv.includes(f))];
-  const given = [...execArgv, ...nodeOptions.split(/\s+/)].some((a) => /^--max[-_]semi[-_]space[-_]size(=|$)/.test(a));
-  return given ? flags : [...flags, `--max-semi-space-size=${WORKER_SEMI_SPACE_MB}`];
+  const semiSpaceGiven = [...execArgv, ...nodeOptions.split(/\s+/)].some(isSemiSpaceFlag);
+  return [...execArgv, ...SERVER_NODE_FLAGS.filter((f) => !execArgv.includes(f) && !(semiSpaceGiven && isSemiSpaceFlag(f)))];
 }
 
 /**

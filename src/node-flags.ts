@@ -16,5 +16,18 @@
  * later, so peaks run some 10-20 MB higher. Young-generation collections stay parallel:
  * `--single-threaded-gc` gained as much here but cost small GETs about 8% (bench/README.md,
  * "Garbage collection threads").
+ *
+ * `--max-semi-space-size=4` (MiB; V8's default is 16): a young generation a quarter the size,
+ * collected more often, each collection as cheap (few objects survive one). V8 starts marking
+ * the old generation once the room left under its limit is less than the young generation's
+ * capacity, so with the default a heap of 20 MB began a mark-compact every 100-150 ms of a large
+ * GET from S3. Measured on one server after 5 s of small PUTs, three 256 MiB GETs from moto, 4
+ * rounds: 6-16 mark-compacts against 14-39, GETs median 668 against 776 ms; small files 3
+ * rounds: GET 34159-37318 against 32578-34579 req/s, PUT within noise, VmHWM 176-180 against
+ * 208-209 MB (bench/README.md, "The young generation"). Workers had it since their memory was
+ * measured (src/cluster.ts).
  */
-export const SERVER_NODE_FLAGS: readonly string[] = ['--no-concurrent-marking'];
+export const SERVER_NODE_FLAGS: readonly string[] = ['--no-concurrent-marking', '--max-semi-space-size=4'];
+
+/** Whether `arg` sets V8's semi-space size (either spelling V8 accepts). */
+export const isSemiSpaceFlag = (arg: string): boolean => /^--max[-_]semi[-_]space[-_]size(=|$)/.test(arg);

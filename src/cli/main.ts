@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --no-concurrent-marking
+#!/usr/bin/env -S node --no-concurrent-marking --max-semi-space-size=4
 // The s3dedup command line: `server`, `cleanup`, `fsck`; the migration commands come later.
 import cluster from 'node:cluster';
 import { parseArgs } from 'node:util';

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { workerEnv, workerExecArgv } from '../../src/cluster.js';
 import { loadConfig } from '../../src/config/config.js';
+import { SERVER_NODE_FLAGS } from '../../src/node-flags.js';
 import { openRuntime } from '../../src/runtime.js';
 import { date, uid } from '../support/ft.js';
 import { checkConsistency, CONSISTENT } from '../support/recount.js';
@@ -157,9 +158,11 @@ describe('server with WORKERS=2', () => {
 });
 
 describe('workerExecArgv', () => {
-  it("adds the server's flags and the workers' semi-space to the primary's flags", () => {
+  it("adds the server's flags the primary was started without, once", () => {
     expect(workerExecArgv(['--import', 'tsx'])).toEqual(['--import', 'tsx', '--no-concurrent-marking', '--max-semi-space-size=4']);
     expect(workerExecArgv(['--no-concurrent-marking'])).toEqual(['--no-concurrent-marking', '--max-semi-space-size=4']);
+    // as npm start and the bin start the primary
+    expect(workerExecArgv([...SERVER_NODE_FLAGS])).toEqual([...SERVER_NODE_FLAGS]);
   });
 
   it('leaves a semi-space the operator set, in the flags or in NODE_OPTIONS', () => {
