@@ -24,8 +24,8 @@
  * GET from S3. Measured on one server after 5 s of small PUTs, three 256 MiB GETs from moto, 4
  * rounds: 6-16 mark-compacts against 14-39, GETs median 668 against 776 ms; small files 3
  * rounds: GET 34159-37318 against 32578-34579 req/s, PUT within noise, VmHWM 176-180 against
- * 208-209 MB (bench/README.md, "The young generation"). Workers had it since their memory was
- * measured (src/cluster.ts).
+ * 208-209 MB (bench/README.md, "The young generation"). Workers had it first (bench/README.md,
+ * "WORKERS and memory"); src/cluster.ts passes these flags on to them.
  */
 export const SERVER_NODE_FLAGS: readonly string[] = ['--no-concurrent-marking', '--max-semi-space-size=4'];
 

@@ -115,17 +115,19 @@ export class ExtentWriter {
    * that grows by doubling (up to what an extent needs), so a small upload takes little.
    */
   private room(more: number): Buffer {
+    if (!this.buffer && this.spare) {
+      this.buffer = this.spare;
+      this.spare = null;
+    }
     const needed = this.bytes + more;
-    let buffer = this.buffer ?? this.spare;
-    if (buffer === this.spare) this.spare = null;
-    if (!buffer || buffer.length < needed) {
+    if (!this.buffer || this.buffer.length < needed) {
       // An extent ends past maxBytes by its last segment and its trailer: an eighth more is room for both.
       const full = this.maxBytes + (this.maxBytes >> 3);
-      const grown = Buffer.allocUnsafe(Math.max(needed, Math.min(Math.max(FIRST_BUFFER_BYTES, 2 * (buffer?.length ?? 0)), full)));
-      if (this.buffer) this.buffer.copy(grown, 0, 0, this.bytes);
-      buffer = grown;
+      const grown = Buffer.allocUnsafe(Math.max(needed, Math.min(Math.max(FIRST_BUFFER_BYTES, 2 * (this.buffer?.length ?? 0)), full)));
+      this.buffer?.copy(grown, 0, 0, this.bytes);
+      this.buffer = grown;
     }
-    return (this.buffer = buffer);
+    return this.buffer;
   }
 
   /** Starts the current extent's write once the previous one is done. */
