@@ -14,7 +14,7 @@ import cluster, { type Worker } from 'node:cluster';
 import { AggregatorRegistry, type Registry } from 'prom-client';
 import type { Config } from './config/config.js';
 import { moduleLogger } from './log.js';
-import { isSemiSpaceFlag, SERVER_NODE_FLAGS } from './node-flags.js';
+import { flagOption, SERVER_NODE_FLAGS, WORKER_NODE_FLAGS } from './node-flags.js';
 
 const WORKER_ENV = 'S3DEDUP_WORKER_INDEX';
 /** How long the primary waits for the workers' metrics before answering with those it has. */
@@ -22,16 +22,16 @@ const METRICS_TIMEOUT_MS = 2_000;
 /** Delay before a worker that died is replaced (a crash loop then costs little). */
 const RESPAWN_DELAY_MS = 1_000;
 /**
- * The node flags a worker starts with: the primary's own, and the server's (SERVER_NODE_FLAGS)
- * that the primary was started without, except a semi-space size when the operator set one
- * already (in the flags or in NODE_OPTIONS).
+ * The node flags a worker starts with: the primary's own, then those of SERVER_NODE_FLAGS and
+ * WORKER_NODE_FLAGS whose option the operator did not set already (in the primary's flags or in
+ * NODE_OPTIONS, in either spelling; `--concurrent-marking` counts against `--no-concurrent-marking`).
  *
  * @example
- * workerExecArgv(['--import', 'tsx'], ''); // ['--import', 'tsx', '--no-concurrent-marking', '--max-semi-space-size=4']
+ * workerExecArgv(['--import', 'tsx'], ''); // ['--import', 'tsx', '--no-concurrent-marking', '--max-semi-space-size=4', '--max-old-space-size=2047']
  */
 export function workerExecArgv(execArgv: readonly string[], nodeOptions = ''): string[] {
-  const semiSpaceGiven = [...execArgv, ...nodeOptions.split(/\s+/)].some(isSemiSpaceFlag);
-  return [...execArgv, ...SERVER_NODE_FLAGS.filter((f) => !execArgv.includes(f) && !(semiSpaceGiven && isSemiSpaceFlag(f)))];
+  const given = new Set([...execArgv, ...nodeOptions.split(/\s+/)].filter((a) => a.startsWith('--')).map(flagOption));
+  return [...execArgv, ...[...SERVER_NODE_FLAGS, ...WORKER_NODE_FLAGS].filter((f) => !given.has(flagOption(f)))];
 }
 
 /**

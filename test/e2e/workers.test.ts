@@ -1,13 +1,14 @@
 // WORKERS=2 on the embedded default (SQLite + local disk), as a user runs it: both workers
 // serve, racing writers across processes leave the right version and consistent counts,
 // /metrics sums over the workers, a killed worker is replaced, and SIGTERM stops them all.
+import { spawnSync } from 'node:child_process';
 import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { workerEnv, workerExecArgv } from '../../src/cluster.js';
 import { loadConfig } from '../../src/config/config.js';
-import { SERVER_NODE_FLAGS } from '../../src/node-flags.js';
+import { SERVER_NODE_FLAGS, WORKER_NODE_FLAGS } from '../../src/node-flags.js';
 import { openRuntime } from '../../src/runtime.js';
 import { date, uid } from '../support/ft.js';
 import { checkConsistency, CONSISTENT } from '../support/recount.js';
@@ -58,9 +59,11 @@ describe('server with WORKERS=2', () => {
     expect([...pids].sort()).toEqual(workerPids(server.child.pid!).sort());
   });
 
-  it('starts the workers with a small young generation', () => {
+  it('starts the workers with a small young generation and a heap limit under 2 GiB', () => {
     for (const pid of workerPids(server.child.pid!)) {
-      expect(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')).toContain('--max-semi-space-size=4');
+      const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      expect(args).toContain('--max-semi-space-size=4');
+      expect(args).toContain('--max-old-space-size=2047');
     }
   });
 
@@ -158,16 +161,31 @@ describe('server with WORKERS=2', () => {
 });
 
 describe('workerExecArgv', () => {
-  it("adds the server's flags the primary was started without, once", () => {
-    expect(workerExecArgv(['--import', 'tsx'])).toEqual(['--import', 'tsx', '--no-concurrent-marking', '--max-semi-space-size=4']);
-    expect(workerExecArgv(['--no-concurrent-marking'])).toEqual(['--no-concurrent-marking', '--max-semi-space-size=4']);
+  const workerOnly = ['--max-old-space-size=2047'];
+
+  it("adds the server's flags the primary was started without, once, and the workers' own", () => {
+    expect(WORKER_NODE_FLAGS).toEqual(workerOnly);
+    expect(workerExecArgv(['--import', 'tsx'])).toEqual(['--import', 'tsx', '--no-concurrent-marking', '--max-semi-space-size=4', ...workerOnly]);
+    expect(workerExecArgv(['--no-concurrent-marking'])).toEqual(['--no-concurrent-marking', '--max-semi-space-size=4', ...workerOnly]);
     // as npm start and the bin start the primary
-    expect(workerExecArgv([...SERVER_NODE_FLAGS])).toEqual([...SERVER_NODE_FLAGS]);
+    expect(workerExecArgv([...SERVER_NODE_FLAGS])).toEqual([...SERVER_NODE_FLAGS, ...workerOnly]);
   });
 
-  it('leaves a semi-space the operator set, in the flags or in NODE_OPTIONS', () => {
-    expect(workerExecArgv(['--max-semi-space-size=32'])).toEqual(['--max-semi-space-size=32', '--no-concurrent-marking']);
-    expect(workerExecArgv([], '--enable-source-maps --max_semi_space_size=8')).toEqual(['--no-concurrent-marking']);
+  it('leaves an option the operator set, in the flags or in NODE_OPTIONS, in either spelling', () => {
+    expect(workerExecArgv(['--max-semi-space-size=32'])).toEqual(['--max-semi-space-size=32', '--no-concurrent-marking', ...workerOnly]);
+    expect(workerExecArgv([], '--enable-source-maps --max_semi_space_size=8')).toEqual(['--no-concurrent-marking', ...workerOnly]);
+    expect(workerExecArgv(['--max-old-space-size=8192'])).toEqual(['--max-old-space-size=8192', ...SERVER_NODE_FLAGS]);
+    expect(workerExecArgv([], '--max_old_space_size=512')).toEqual([...SERVER_NODE_FLAGS]);
+    expect(workerExecArgv(['--concurrent-marking'])).toEqual(['--concurrent-marking', '--max-semi-space-size=4', ...workerOnly]);
+  });
+
+  it('are flags this node accepts, and set the heap limit they name', () => {
+    const run = spawnSync(process.execPath, [...workerExecArgv([]), '-e', 'process.stdout.write(String(require("v8").getHeapStatistics().heap_size_limit))'], { encoding: 'utf8' });
+    expect(run.stderr).toBe('');
+    const limitMiB = Number(run.stdout) / 2 ** 20;
+    // the old generation's 2047 MiB plus the young generation's room
+    expect(limitMiB).toBeGreaterThanOrEqual(2047);
+    expect(limitMiB).toBeLessThan(2100);
   });
 });
 
