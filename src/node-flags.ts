@@ -35,8 +35,8 @@ export const SERVER_NODE_FLAGS: readonly string[] = ['--no-concurrent-marking', 
  * `--max-old-space-size=2047` (MiB; V8's default here is about 4 GiB). V8 lets the old
  * generation grow, before its next mark-compact, by up to 4x what the last one kept when its heap
  * limit is 2 GiB or more, and by at most 2x below that (heap-controller.cc, MaxGrowingFactor). A
- * worker keeps 15-25 MB live, so under small-file load each one's heap settled near 110 MB of PSS
- * instead of 75. Two workers, wrk PUTs at 16 and 64 connections then GETs of 2000 files, then a
+ * worker keeps 15-25 MB live, so under small-file load each one settled near 115 MB of PSS
+ * instead of 80-90. Two workers, wrk PUTs at 16 and 64 connections then GETs of 2000 files, then a
  * 256 MiB PUT and two GETs: summed PSS after the small files 254-257 -> 188-200 MB, peak 283-293
  * -> 236-260; 2048 measured as the default, 2000 and 1024 alike (bench/README.md, "The workers'
  * heap limit"). Only a heap of JS objects is capped, not the buffers, and a worker keeps 2 GiB.

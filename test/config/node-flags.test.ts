@@ -3,7 +3,7 @@
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { SERVER_NODE_FLAGS } from '../../src/node-flags.js';
+import { SERVER_NODE_FLAGS, WORKER_NODE_FLAGS } from '../../src/node-flags.js';
 
 const read = (path: string) => readFileSync(new URL(`../../${path}`, import.meta.url), 'utf8');
 
@@ -18,10 +18,16 @@ describe('the server node flags', () => {
     expect(read('Dockerfile')).toContain(`ENTRYPOINT ["node", ${SERVER_NODE_FLAGS.map((f) => JSON.stringify(f)).join(', ')}, "dist/src/cli/main.js"]`);
   });
 
-  it('are flags this node accepts', () => {
-    const run = spawnSync(process.execPath, [...SERVER_NODE_FLAGS, '-e', 'process.stdout.write(JSON.stringify(process.execArgv))'], { encoding: 'utf8' });
+  it("are flags this node accepts, the workers' own included, and set the heap limit they name", () => {
+    const flags = [...SERVER_NODE_FLAGS, ...WORKER_NODE_FLAGS];
+    const script = 'process.stdout.write(JSON.stringify([process.execArgv, require("v8").getHeapStatistics().heap_size_limit]))';
+    const run = spawnSync(process.execPath, [...flags, '-e', script], { encoding: 'utf8' });
     expect(run.stderr).toBe('');
     expect(run.status).toBe(0);
-    expect((JSON.parse(run.stdout) as string[]).slice(0, SERVER_NODE_FLAGS.length)).toEqual(SERVER_NODE_FLAGS);
+    const [execArgv, heapLimit] = JSON.parse(run.stdout) as [string[], number];
+    expect(execArgv.slice(0, flags.length)).toEqual(flags);
+    // the old generation's 2047 MiB plus the young generation's room
+    expect(heapLimit / 2 ** 20).toBeGreaterThanOrEqual(2047);
+    expect(heapLimit / 2 ** 20).toBeLessThan(2100);
   });
 });
