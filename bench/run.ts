@@ -19,7 +19,7 @@ import { measureLimits } from './lib/limits.js';
 import { startMoto, type Moto } from './lib/moto.js';
 import { startPostgres, type Postgres } from './lib/postgres.js';
 import { findProfiles, summarizeProfile, type ProfileSummary } from './lib/profile.js';
-import { computeChecks, DIRECT_S3, FT, MAIN, MAIN_S3, MAIN_WORKERS, toMarkdown, type BenchResults, type Unavailable } from './lib/report.js';
+import { computeChecks, DIRECT_S3, FT, MAIN, MAIN_S3, MAIN_WORKERS, RELAY_S3, toMarkdown, type BenchResults, type Unavailable } from './lib/report.js';
 import { alternatingRounds, bodyPool, prepopulate, smallFileSeries, type AlternatingRow, type SmallRow } from './lib/smallfiles.js';
 import { BENCH_DIR, CACHE_DIR, commitId, ensureTool, installCleanup, machineInfo, procMemory } from './lib/sys.js';
 import { compiledCli } from './lib/s3dedup.js';
@@ -82,9 +82,11 @@ const FULL_MATRIX: TargetSpec[] = [
   { name: 's3dedup postgres+s3', kind: 's3dedup', meta: 'postgres', blobs: 's3' },
   { name: FT, kind: 'filetracker' },
   { name: DIRECT_S3, kind: 's3' },
+  // The floor of any Node proxy in front of that endpoint: one extra loopback hop, nothing else.
+  { name: RELAY_S3, kind: 'relay', largeOnly: true },
 ];
 /** Rows whose large-file results a target is checked on: measured S.largeRuns times, on fresh servers. */
-const LARGE_CHECKED = [MAIN, MAIN_S3, DIRECT_S3];
+const LARGE_CHECKED = [MAIN, MAIN_S3, DIRECT_S3, RELAY_S3];
 const MATRIX = rowFilter.length ? FULL_MATRIX.filter((m) => rowFilter.some((r) => m.name.includes(r))) : FULL_MATRIX;
 if (MATRIX.length === 0) throw new Error(`--rows ${opts.rows} matches no row; rows: ${FULL_MATRIX.map((m) => m.name).join('; ')}`);
 
@@ -139,7 +141,7 @@ async function main(): Promise<void> {
         moto = await startMoto(tmp);
         peers['S3 endpoint'] = `moto_server ${machine.tools.moto} at ${moto.endpoint}`;
       } catch (err) {
-        for (const spec of MATRIX.filter((m) => m.blobs === 's3' || m.kind === 's3')) unavailable.push({ target: spec.name, reason: errMsg(err) });
+        for (const spec of MATRIX.filter((m) => m.blobs === 's3' || m.kind === 's3' || m.kind === 'relay')) unavailable.push({ target: spec.name, reason: errMsg(err) });
       }
     }
     const deps: TargetDeps = { tmp, moto };

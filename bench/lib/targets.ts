@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { startFiletracker, type FiletrackerSource } from './filetracker.js';
 import { S3_DUMMY_AUTH, type Moto } from './moto.js';
 import { pgServerEnv, type Postgres } from './postgres.js';
+import { startRelay } from './relay.js';
 import { startS3dedup, StartupRefused } from './s3dedup.js';
 import { freePort } from './sys.js';
 
@@ -15,7 +16,8 @@ export type BlobKind = 'local' | 's3';
 export interface TargetSpec {
   /** row label */
   name: string;
-  kind: 's3dedup' | 'filetracker' | 's3';
+  /** 'relay': a bare Node HTTP relay in front of the S3 endpoint (relay.ts) */
+  kind: 's3dedup' | 'filetracker' | 's3' | 'relay';
   meta?: MetaKind;
   blobs?: BlobKind;
   /** extra server environment for this row (tuning experiments) */
@@ -115,21 +117,24 @@ export async function startTarget(spec: TargetSpec, deps: TargetDeps): Promise<T
         stop: server.stop,
       };
     }
-    case 's3': {
+    case 's3':
+    case 'relay': {
       if (!deps.moto) throw new Error('no S3 endpoint');
-      const bucket = `direct-${instance}-${Date.now().toString(36)}`;
+      const bucket = `${spec.kind === 's3' ? 'direct' : 'relay'}-${instance}-${Date.now().toString(36)}`;
       await deps.moto.createBucket(bucket);
       const moto = deps.moto;
+      const relay = spec.kind === 'relay' ? await startRelay(moto.endpoint, dir) : undefined;
       return {
         ...spec,
-        url: moto.endpoint,
+        url: relay?.url ?? moto.endpoint,
         path: (key) => `/${bucket}/${key}`,
         putQuery: '',
         mode: 's3',
         authHeaders: S3_DUMMY_AUTH,
-        pid: moto.pid,
-        memory: 'tree',
-        stop: async () => {}, // moto is shared; run.ts stops it
+        // The relay's own memory; moto's is the direct row's.
+        pid: relay?.pid ?? moto.pid,
+        memory: relay ? 'hwm' : 'tree',
+        stop: async () => relay?.stop(), // moto is shared; run.ts stops it
       };
     }
   }
