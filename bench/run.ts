@@ -109,6 +109,7 @@ async function main(): Promise<void> {
 
   const needLoad = enabled('small') || enabled('large') || enabled('profile');
   if (enabled('small') || enabled('profile')) await ensureTool('wrk', 'wrk', log);
+  if (enabled('large')) await ensureTool('curl', 'curl', log);
   if (enabled('dedup')) await ensureTool('restic', 'restic', log).catch((e) => log(`restic unavailable: ${errMsg(e)}`));
 
   const { commit, dirty } = await commitId();

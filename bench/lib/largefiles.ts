@@ -1,8 +1,15 @@
-// Large files: one streaming PUT and one GET per file and target, timed by a client in its own
-// process (bigclient.ts); MB/s counts logical (uncompressed) bytes, 1 MB = 10^6 bytes. The
-// server's peak RSS is taken over each request. s3dedup's answers are read back once more,
-// untimed, gunzipped and hashed against the original.
+// Large files: one streaming PUT and one GET per file and target, timed with curl; MB/s counts
+// logical (uncompressed) bytes, 1 MB = 10^6 bytes. The server's peak RSS is taken over each
+// request. s3dedup's answers are read back once more, untimed, by a Node client in its own
+// process (bigclient.ts) that gunzips and hashes them against the original.
+//
+// Why curl for the timed requests: the client shares the two cores with the server, so its own
+// CPU is part of every number, as wrk's is for small files. A Node client reading a 256 MiB GET
+// (and discarding it) took 0.44-0.60 s where curl took 0.32-0.36 s on the same fresh servers
+// (3 interleaved pairs, 2026-12-07); every row, peers included, is timed by the same client.
 import { execFile } from 'node:child_process';
+import { readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { BigRequest, BigResult } from './bigclient.js';
 import type { LargeFile } from './data.js';
@@ -65,6 +72,43 @@ export function mergeRuns(rows: LargeRow[]): LargeRow[] {
   });
 }
 
+/**
+ * A timed request by curl (PUT: the file as the body, with its exact Content-Length and without
+ * `Expect: 100-continue`; GET: the body discarded). An error answer's first bytes are kept.
+ */
+export function curlRequest(req: BigRequest): Promise<BigResult> {
+  if (!/^http:\/\/(127\.\d+\.\d+\.\d+|localhost)[:/]/.test(req.url)) throw new Error(`loopback only: ${req.url}`);
+  // A GET's body goes nowhere (writing 256 MiB to a file would time the disk); a PUT's answer
+  // is small and kept for its error text.
+  const bodyFile = req.op === 'PUT' ? join(tmpdir(), `bench-curl-${process.pid}-${Date.now().toString(36)}`) : '/dev/null';
+  const args = ['-sS', '--http1.1', '-o', bodyFile, '-w', '%{http_code} %{size_download} %{size_upload} %{time_total}', '--max-time', String(Math.ceil(req.timeoutMs / 1000))];
+  for (const [k, v] of Object.entries(req.headers)) args.push('-H', `${k}: ${v}`);
+  if (req.op === 'PUT') args.push('-H', 'Expect:', '-T', req.file!);
+  args.push(req.url);
+  return new Promise((resolve) => {
+    execFile('curl', args, { timeout: req.timeoutMs + 30_000, maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+      const [code, down, up, total] = stdout.trim().split(' ').map(Number);
+      const status = Number.isFinite(code) ? code : 0;
+      let body: string | undefined;
+      if (req.op === 'PUT') {
+        try {
+          if (status !== 200) body = readFileSync(bodyFile).subarray(0, 500).toString();
+        } catch {
+          // no body written
+        }
+        rmSync(bodyFile, { force: true });
+      }
+      resolve({
+        status,
+        wireBytes: req.op === 'PUT' ? up : down,
+        ms: total * 1000,
+        error: err ? `curl: ${stderr.trim() || err.message}` : undefined,
+        body,
+      });
+    });
+  });
+}
+
 export function bigRequest(req: BigRequest): Promise<BigResult> {
   return new Promise((resolve, reject) => {
     execFile(
@@ -108,7 +152,7 @@ export async function largeFileSeries(t: Target, cases: LargeCase[], log: (s: st
     });
 
     let mem = watchMemory(t);
-    const put = await bigRequest({ op: 'PUT', url: `${url}${t.putQuery}`, headers, file: wireFile, timeoutMs });
+    const put = await curlRequest({ op: 'PUT', url: `${url}${t.putQuery}`, headers, file: wireFile, timeoutMs });
     const putPeak = mem.stop();
     const putError = put.status !== 200 ? `status ${put.status} ${put.error ?? ''} ${put.body ?? ''}`.trim() : undefined;
     rows.push(row('PUT', put, putPeak, null, putError));
@@ -116,7 +160,7 @@ export async function largeFileSeries(t: Target, cases: LargeCase[], log: (s: st
     if (putError || opts.putOnly) continue;
 
     mem = watchMemory(t);
-    const get = await bigRequest({ op: 'GET', url, headers: t.authHeaders, timeoutMs });
+    const get = await curlRequest({ op: 'GET', url, headers: t.authHeaders, timeoutMs });
     const getPeak = mem.stop();
     let verified: boolean | null = null;
     let getError = get.status !== 200 ? `status ${get.status} ${get.error ?? ''}`.trim() : undefined;

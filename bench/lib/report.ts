@@ -56,6 +56,8 @@ export const RELAY_S3 = 'bare Node relay to S3 (moto)';
 export const DEFAULT_CHUNK_LABEL = '128 KiB';
 
 const f0 = (x: number) => x.toFixed(0);
+/** A ratio minus one as a signed percentage: +75%, -8%. */
+const signedPct = (x: number) => `${x >= 0 ? '+' : ''}${f0(x * 100)}%`;
 const f1 = (x: number) => x.toFixed(1);
 const f2 = (x: number) => x.toFixed(2);
 const mbOf = (b: number) => b / 1e6;
@@ -164,11 +166,11 @@ export function computeChecks(r: Omit<BenchResults, 'checks'>): Check[] {
     const relay = large(RELAY_S3, data, 'GET');
     const overhead = proxy && direct ? direct.mbps / proxy.mbps - 1 : null;
     // What the one extra loopback hop costs alone, in the same run: the floor under the target.
-    const floor = relay && direct ? `; a bare Node relay ${f0(relay.mbps)} MB/s: +${f0((direct.mbps / relay.mbps - 1) * 100)}%` : '';
+    const floor = relay && direct ? `; a bare Node relay ${f0(relay.mbps)} MB/s: ${signedPct(direct.mbps / relay.mbps - 1)}` : '';
     checks.push({
       target: `proxy overhead over direct S3, large ${data} GET (${body} body) < 20%`,
       goal: '< 20%',
-      measured: overhead === null ? 'not measured' : `${f0(proxy!.mbps)} vs ${f0(direct!.mbps)} MB/s: +${f0(overhead * 100)}% time${floor}`,
+      measured: overhead === null ? 'not measured' : `${f0(proxy!.mbps)} vs ${f0(direct!.mbps)} MB/s: ${signedPct(overhead)} time${floor}`,
       met: overhead === null ? null : overhead < 0.2,
     });
   }
@@ -294,7 +296,7 @@ export function toMarkdown(r: BenchResults): string {
 
   out.push('## Method', '');
   out.push(
-    '- Everything runs on this machine over loopback: the servers, moto_server as the S3 endpoint, wrk (one thread) as the small-file load generator, and a Node client in its own process for large files.',
+    '- Everything runs on this machine over loopback: the servers, moto_server as the S3 endpoint, wrk (one thread) as the small-file load generator, and curl for the timed large-file requests (a Node client in its own process reads the s3dedup answers back to check them, untimed).',
     '- Small files: each PUT stores a new path and a content new to the server (the next of a pool of distinct 4 KiB text files, compressed with gzip -9; a PUT of a content already stored would skip its compression and write), sent with SHA256-Checksum and Logical-Size as the Filetracker client does, the version in `?last_modified=`. GETs read random files among those stored before the run. A warm-up run precedes each series.',
     `- Large files: random bytes are sent plain (the client with compress_hint=False), text as gzip -9 with hints. MB/s counts logical bytes. The rows the large-file targets are checked on (${[MAIN, MAIN_S3, DIRECT_S3, RELAY_S3].join(', ')}) are measured on ${r.settings.largeRuns ?? 1} fresh servers each (a PUT must bring content new to its server) and give the median; one sample of a 256 MiB transfer varies by 20-30% on a small VM. Peak RSS: s3dedup is one process, its VmHWM is reset before each request (/proc/PID/clear_refs); multi-process servers (s3dedup with WORKERS > 1, Filetracker's gunicorn master + gevent workers) and moto are sampled every 100 ms as the summed RSS of their process tree and, beside it, the summed PSS (/proc/PID/smaps_rollup), which counts a page shared by several processes once.`,
     '- Direct S3: the same requests sent to moto with plain HTTP (no signing cost, moto does not check signatures), so the proxy overhead ratio is conservative.',
