@@ -7,8 +7,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { ensureDebPackages, freePort, run, spawnTracked, stopChild, tryRun, waitFor } from './sys.js';
-import { openSync, closeSync } from 'node:fs';
+import { ensureDebPackages, freePort, run, spawnServer, stopChild, tryRun } from './sys.js';
 
 const DEFAULT_MIRROR = '/work/.mirror/sio2project+filetracker/repo';
 const PY = '/usr/bin/python3';
@@ -60,26 +59,19 @@ export async function startFiletracker(src: FiletrackerSource, dataDir: string, 
   // Its upload temp files (tempfile.mkstemp) beside its data, on the same disk as s3dedup's.
   const tmpDir = join(dataDir, 'tmp');
   mkdirSync(tmpDir, { recursive: true });
-  const logPath = join(logDir, `filetracker-${port}.log`);
-  const logFd = openSync(logPath, 'a');
+  const url = `http://127.0.0.1:${port}`;
   // Debian's gunicorn and python3, not whatever python a version manager put first on the PATH.
-  const child = spawnTracked(
+  const child = await spawnServer(
+    'Filetracker server',
     PY,
     ['-m', 'filetracker.servers.run', '-l', '127.0.0.1', '-p', String(port), '-d', dataDir, '-D', '--log-level', 'WARNING'],
     {
       cwd: src.dir,
       env: { PATH: '/usr/bin:/bin:/usr/sbin:/sbin', PYTHONPATH: src.dir, HOME: dataDir, TMPDIR: tmpDir, LANG: 'C.UTF-8' },
-      stdio: ['ignore', logFd, logFd],
-      detached: true,
+      logPath: join(logDir, `filetracker-${port}.log`),
+      ready: async () => (await fetch(`${url}/version`, { signal: AbortSignal.timeout(2000) })).ok,
+      timeoutMs: 60_000,
     },
-  );
-  closeSync(logFd);
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor(
-    'Filetracker server',
-    async () => (await fetch(`${url}/version`, { signal: AbortSignal.timeout(2000) })).ok,
-    60_000,
-    () => (child.exitCode !== null ? `exited with ${child.exitCode}; see ${logPath}` : null),
   );
   return { url, pid: child.pid!, child, stop: () => stopChild(child, 15_000) };
 }

@@ -2,10 +2,9 @@
 // the direct-S3 baseline. moto does not verify signatures, so the baseline talks to it with plain
 // HTTP and a dummy Authorization header: no signing or hashing cost on the client, which makes
 // the baseline as fast as the endpoint allows and the proxy's overhead ratio conservative.
-import { openSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { freePort, spawnTracked, stopChild, waitFor, which } from './sys.js';
+import { answers, freePort, spawnServer, stopChild, which } from './sys.js';
 
 /** Headers moto accepts as an authenticated request without a signature check. */
 export const S3_DUMMY_AUTH: Record<string, string> = {
@@ -28,24 +27,11 @@ export async function startMoto(logDir: string): Promise<Moto> {
     throw new Error("moto_server is not on the PATH: install it with `pip install 'moto[server]'` (Python moto 5)");
   }
   const port = await freePort();
-  // moto logs every request: send it to a file, not a pipe nobody drains.
-  const logFd = openSync(join(logDir, `moto-${port}.log`), 'a');
-  const child = spawnTracked('moto_server', ['-H', '127.0.0.1', '-p', String(port)], {
-    stdio: ['ignore', logFd, logFd],
-    detached: true,
-  });
-  closeSync(logFd);
   const endpoint = `http://127.0.0.1:${port}`;
-  await waitFor(
-    'moto_server',
-    async () => {
-      const res = await fetch(`${endpoint}/`, { signal: AbortSignal.timeout(1000) });
-      await res.arrayBuffer();
-      return true;
-    },
-    30_000,
-    () => (child.exitCode !== null ? `exited with ${child.exitCode} (log in ${logDir})` : null),
-  );
+  const child = await spawnServer('moto_server', 'moto_server', ['-H', '127.0.0.1', '-p', String(port)], {
+    logPath: join(logDir, `moto-${port}.log`),
+    ready: () => answers(`${endpoint}/`, 1000),
+  });
   return {
     endpoint,
     port,

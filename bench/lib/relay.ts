@@ -8,11 +8,10 @@
 // stopped by startRelay().
 import { request, createServer, Agent } from 'node:http';
 import { pipeline } from 'node:stream';
-import { openSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
-import { freePort, ROOT, spawnTracked, stopChild, waitFor } from './sys.js';
+import { answers, freePort, ROOT, spawnServer, stopChild } from './sys.js';
 
 export interface Relay {
   url: string;
@@ -39,25 +38,12 @@ function serve(port: number, upstream: URL): void {
 
 export async function startRelay(upstream: string, logDir: string): Promise<Relay> {
   const port = await freePort();
-  const logPath = join(logDir, `relay-${port}.log`);
-  const logFd = openSync(logPath, 'a');
-  const child = spawnTracked(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), String(port), upstream], {
-    cwd: ROOT,
-    stdio: ['ignore', logFd, logFd],
-    detached: true,
-  });
-  closeSync(logFd);
   const url = `http://127.0.0.1:${port}`;
-  await waitFor(
-    'relay',
-    async () => {
-      const res = await fetch(`${url}/`, { signal: AbortSignal.timeout(2000) });
-      await res.arrayBuffer();
-      return true;
-    },
-    30_000,
-    () => (child.exitCode !== null ? `exited with ${child.exitCode}; see ${logPath}` : null),
-  );
+  const child = await spawnServer('relay', process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), String(port), upstream], {
+    cwd: ROOT,
+    logPath: join(logDir, `relay-${port}.log`),
+    ready: () => answers(`${url}/`),
+  });
   return { url, pid: child.pid!, child, stop: () => stopChild(child, 5000) };
 }
 

@@ -1,7 +1,7 @@
 // Process, tool and machine helpers shared by the bench modules. Everything here runs on
 // loopback only; children are tracked so an interrupted run leaves no server behind.
 import { execFile, spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
-import { existsSync, lstatSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, lstatSync, openSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -55,6 +55,33 @@ export function track(child: ChildProcess): ChildProcess {
 /** Spawns a tracked child; `detached` gives it its own process group (killed as a group). */
 export function spawnTracked(cmd: string, args: string[], opts: SpawnOptions): ChildProcess {
   return track(spawn(cmd, args, opts));
+}
+
+/**
+ * Starts a server as a tracked child in its own process group, its output appended to
+ * `logPath` (a server that logs every request must not write into a pipe nobody drains), and
+ * waits until `ready` holds; fails early with the log's path if the child exits first.
+ */
+export async function spawnServer(
+  what: string,
+  cmd: string,
+  args: string[],
+  opts: { logPath: string; ready: () => Promise<boolean>; timeoutMs?: number } & Pick<SpawnOptions, 'cwd' | 'env'>,
+): Promise<ChildProcess> {
+  const logFd = openSync(opts.logPath, 'a');
+  const child = spawnTracked(cmd, args, { cwd: opts.cwd, env: opts.env, stdio: ['ignore', logFd, logFd], detached: true });
+  closeSync(logFd);
+  await waitFor(what, opts.ready, opts.timeoutMs ?? 30_000, () =>
+    child.exitCode !== null ? `exited with ${child.exitCode}; see ${opts.logPath}` : null,
+  );
+  return child;
+}
+
+/** True once `url` answers anything at all (a 404 or 403 included). */
+export async function answers(url: string, timeoutMs = 2000): Promise<boolean> {
+  const res = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+  await res.arrayBuffer();
+  return true;
 }
 
 function killChild(child: ChildProcess, signal: NodeJS.Signals): void {
