@@ -31,8 +31,13 @@ export interface BigResult {
   body?: string;
 }
 
+/** Throws unless `url` is plain HTTP to a loopback address: the bench sends nothing anywhere else. */
+export function assertLoopback(url: string): void {
+  if (!/^http:\/\/(127\.\d+\.\d+\.\d+|localhost)[:/]/.test(url)) throw new Error(`loopback only: ${url}`);
+}
+
 function main(req: BigRequest): Promise<BigResult> {
-  if (!/^http:\/\/(127\.\d+\.\d+\.\d+|localhost)[:/]/.test(req.url)) throw new Error(`loopback only: ${req.url}`);
+  assertLoopback(req.url);
   return new Promise((resolve) => {
     const start = performance.now();
     const headers = { ...req.headers };

@@ -11,7 +11,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { BigRequest, BigResult } from './bigclient.js';
+import { assertLoopback, type BigRequest, type BigResult } from './bigclient.js';
 import type { LargeFile } from './data.js';
 import { watchMemory } from './smallfiles.js';
 import { BENCH_DIR, ROOT, type MemoryPeak } from './sys.js';
@@ -77,7 +77,7 @@ export function mergeRuns(rows: LargeRow[]): LargeRow[] {
  * `Expect: 100-continue`; GET: the body discarded). An error answer's first bytes are kept.
  */
 export function curlRequest(req: BigRequest): Promise<BigResult> {
-  if (!/^http:\/\/(127\.\d+\.\d+\.\d+|localhost)[:/]/.test(req.url)) throw new Error(`loopback only: ${req.url}`);
+  assertLoopback(req.url);
   // A GET's body goes nowhere (writing 256 MiB to a file would time the disk); a PUT's answer
   // is small and kept for its error text.
   const bodyFile = req.op === 'PUT' ? join(tmpdir(), `bench-curl-${process.pid}-${Date.now().toString(36)}`) : '/dev/null';

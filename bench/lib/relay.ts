@@ -11,6 +11,7 @@ import { pipeline } from 'node:stream';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
+import { assertLoopback } from './bigclient.js';
 import { answers, freePort, ROOT, spawnServer, stopChild } from './sys.js';
 
 export interface Relay {
@@ -21,7 +22,7 @@ export interface Relay {
 }
 
 function serve(port: number, upstream: URL): void {
-  if (!/^(127\.\d+\.\d+\.\d+|localhost)$/.test(upstream.hostname)) throw new Error(`loopback only: ${upstream}`);
+  assertLoopback(upstream.href);
   const agent = new Agent({ keepAlive: true });
   createServer((req, res) => {
     const up = request(
